@@ -1,0 +1,60 @@
+"""Shared fixtures: small real buffers from real MuJoCo, and a CLI runner."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from tomrepro.cli import main
+from tomrepro.core.buffer import ReplayBuffer
+from tomrepro.core.buffer_file import BufferMetadata, PolicySnapshot, write_buffer
+from tomrepro.core.tasks import get_task
+from tomrepro.loops.random_rollout import random_rollout
+
+os.environ.setdefault("DVC_NO_ANALYTICS", "1")
+os.environ.setdefault("RAY_AUTH_MODE", "disabled")
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="session")
+def hopper_buffer() -> ReplayBuffer:
+    """600 real Hopper-v5 random-policy transitions (many short episodes)."""
+    return random_rollout(get_task("Hopper-v5"), 600, seed=3)
+
+
+@pytest.fixture(scope="session")
+def snapshots() -> list[PolicySnapshot]:
+    rng = np.random.default_rng(0)
+    return [
+        PolicySnapshot(v, 200 * v, {"layer.0.weight": rng.normal(size=(4, 11)).astype(np.float32),
+                                     "layer.0.bias": rng.normal(size=4).astype(np.float32)})
+        for v in (1, 2)
+    ]
+
+
+@pytest.fixture
+def buffer_file(tmp_path: Path, hopper_buffer: ReplayBuffer, snapshots) -> Path:
+    """A valid schema-v1 file whose policy versions step up at the snapshots' env steps."""
+    cols = {k: v.copy() for k, v in hopper_buffer.columns().items()}
+    cols["policy_versions"] = (cols["env_steps"] // 200).astype(np.int64)
+    path = tmp_path / "buffer.h5"
+    write_buffer(path, ReplayBuffer.from_columns(cols), BufferMetadata("Hopper-v5", seed=3),
+                 snapshots)
+    return path
+
+
+@pytest.fixture
+def run_cli(capsys) -> Callable[..., tuple[int, str, str]]:
+    """Run `tomrepro ARGS` in-process; return (exit code, stdout, stderr)."""
+
+    def run(*args: str) -> tuple[int, str, str]:
+        code = main([str(a) for a in args])
+        out = capsys.readouterr()
+        return code, out.out, out.err
+
+    return run

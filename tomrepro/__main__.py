@@ -1,0 +1,3 @@
+from tomrepro.cli import run
+
+run()

@@ -1,0 +1,110 @@
+"""The `tomrepro` command line: parse options, load config, call one function, print."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import click
+
+from tomrepro.core.errors import TomreproError
+
+EXIT_USER_ERROR = 2
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="tomrepro")
+def cli() -> None:
+    """Reproduce and analyse Transition Occupancy Matching (TOM) for model-based RL."""
+
+
+@cli.command()
+def tasks() -> None:
+    """List the registered tasks with their sizes."""
+    from tomrepro.core.tasks import get_task, task_ids
+
+    for task_id in task_ids():
+        t = get_task(task_id)
+        click.echo(f"{t.task_id:<26}{t.env_id:<22}obs {t.obs_dim:>3}  act {t.act_dim:>2}  "
+                   f"horizon {t.max_episode_steps}")
+
+
+@cli.command()
+@click.argument("file", type=click.Path(path_type=Path))
+@click.option("--json", "as_json", is_flag=True, help="Print machine-readable JSON.")
+@click.option("--allow-incomplete", is_flag=True, help="Also describe an unfinished file.")
+def inspect(file: Path, as_json: bool, allow_incomplete: bool) -> None:
+    """Describe a replay-buffer file: task, size, episodes, returns, policy versions."""
+    from tomrepro.core.buffer_file import read_buffer
+    from tomrepro.core.buffer_summary import summarize
+
+    summary = summarize(read_buffer(file, allow_incomplete=allow_incomplete))
+    if as_json:
+        click.echo(json.dumps(summary, indent=2))
+        return
+    ret = summary["episode_returns"]
+    lines = [
+        f"file            {summary['file']} ({summary['file_mb']} MB)",
+        f"schema          v{summary['schema_version']}, "
+        f"{'complete' if summary['complete'] else 'INCOMPLETE'}",
+        f"task            {summary['task_id']} (obs {summary['obs_dim']}, act {summary['act_dim']})",
+        f"transitions     {summary['transitions']} (env steps {summary['env_steps']})",
+        f"episodes        {summary['episodes']} ({summary['terminations']} terminated, "
+        f"{summary['truncations']} truncated)",
+        "returns         "
+        + (f"mean {ret['mean']:.2f} ± {ret['std']:.2f}, min {ret['min']:.2f}, max {ret['max']:.2f} "
+           f"over {ret['count']} finished episodes" if ret["count"] else "no finished episode"),
+        f"policy versions {len(summary['policy_versions'])} "
+        f"({'recorded' if summary['policy_versions_recorded'] else 'not recorded'}), "
+        f"{len(summary['policy_snapshots'])} snapshots",
+        f"seed            {summary['seed']}, created {summary['created_at']}",
+    ]
+    click.echo("\n".join(lines))
+
+
+@cli.command()
+@click.argument("file", type=click.Path(path_type=Path))
+def validate(file: Path) -> None:
+    """Check every rule of the buffer schema, including cross-row consistency; exit 2 if broken."""
+    from tomrepro.core.buffer_file import read_buffer
+
+    loaded = read_buffer(file, deep=True)
+    click.echo(f"ok: {file} ({len(loaded.buffer)} transitions of {loaded.metadata.task_id})")
+
+
+@cli.command("random-buffer")
+@click.option("--profile", default="default", show_default=True,
+              help="Profile name under pipelines/, or a YAML path.")
+@click.option("--out", type=click.Path(path_type=Path), required=True, help="Output .h5 file.")
+def random_buffer(profile: str, out: Path) -> None:
+    """Record the profile's uniform-random-policy buffer (real MuJoCo) to a buffer file."""
+    from tomrepro.core.config import load_profile
+    from tomrepro.loops.random_rollout import write_random_buffer
+
+    click.echo(f"wrote {write_random_buffer(load_profile(profile), out)}")
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point: user errors become one line on stderr and exit code 2, never a traceback."""
+    try:
+        result = cli.main(args=argv, prog_name="tomrepro", standalone_mode=False)
+    except click.exceptions.Abort:
+        click.echo("tomrepro: aborted", err=True)
+        return 130
+    except click.ClickException as exc:
+        click.echo(f"tomrepro: error: {exc.format_message()}", err=True)
+        return EXIT_USER_ERROR
+    except TomreproError as exc:
+        click.echo(f"tomrepro: error: {exc}", err=True)
+        return EXIT_USER_ERROR
+    return result if isinstance(result, int) else 0
+
+
+def run() -> None:
+    """Console-script entry: exit with `main`'s status."""
+    sys.exit(main())
+
+
+if __name__ == "__main__":
+    run()

@@ -1,0 +1,1 @@
+"""Core data layer: configs, tasks, replay buffers and their files. Imports nothing above it."""

@@ -1,0 +1,35 @@
+"""Atomic file replacement: an output either appears whole or not at all."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+from tomrepro.core.errors import TomreproError
+
+
+@contextlib.contextmanager
+def atomic_path(target: str | os.PathLike[str]) -> Iterator[Path]:
+    """Yield a temporary path beside `target`; rename it onto `target` only if the block succeeds.
+
+    The temporary file lives in the target's directory so that the final `os.replace` is a
+    same-filesystem rename, which POSIX makes atomic. On any exception the temporary file is
+    removed and an existing `target` is left exactly as it was.
+    """
+    target = Path(target)
+    parent = target.parent if str(target.parent) else Path(".")
+    if not parent.is_dir():
+        raise TomreproError(f"cannot write {target}: directory {parent} does not exist")
+    if not os.access(parent, os.W_OK):
+        raise TomreproError(f"cannot write {target}: directory {parent} is not writable")
+    tmp = parent / f".{target.name}.tmp-{os.getpid()}"
+    try:
+        yield tmp
+        with open(tmp, "rb+") as fh:
+            os.fsync(fh.fileno())
+        os.replace(tmp, target)
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            tmp.unlink()

@@ -1,0 +1,437 @@
+"""Replay-buffer HDF5 files, schema v1 (field by field in docs/buffer-format.md).
+
+One self-contained file per run: the columns of `tomrepro.core.buffer.COLUMNS` as chunked,
+byte-shuffled, compressed datasets at the root; policy snapshots as plain float tensors under
+`/policy_snapshots/<version>`; provenance and versions as root attributes. Writes go through a
+temporary file and a rename, so an existing file is never left half-written. The reader checks
+everything it loads and turns any problem into one `BufferFormatError` line.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import hashlib
+import json
+import os
+from collections.abc import Iterable, Mapping
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+import h5py
+import numpy as np
+
+from tomrepro import __version__
+from tomrepro.core.atomic import atomic_path
+from tomrepro.core.buffer import (
+    COLUMN_NAMES,
+    COLUMNS,
+    FLOAT_COLUMNS,
+    PROVENANCE_COLUMNS,
+    ReplayBuffer,
+    check_columns,
+    check_finite,
+    check_provenance,
+    check_structure,
+)
+from tomrepro.core.errors import BufferFormatError, TomreproError
+from tomrepro.core.tasks import get_task
+
+SCHEMA = "tomrepro.replay_buffer"
+SCHEMA_VERSION = 1
+SNAPSHOT_GROUP = "policy_snapshots"
+CHUNK_BYTES = 1 << 20
+COMPRESSIONS = ("lzf", "gzip", None)
+_VOLATILE_ATTRS = frozenset({"created_at"})
+_VERSIONED_PACKAGES = ("gymnasium", "mujoco", "torch", "numpy", "h5py")
+
+
+@dataclass(frozen=True)
+class PolicySnapshot:
+    """Parameters of the policy that was current from `env_step` on, as named float tensors."""
+
+    version: int
+    env_step: int
+    tensors: Mapping[str, np.ndarray]
+
+
+@dataclass(frozen=True)
+class BufferMetadata:
+    """Root attributes of a buffer file; library versions and time are filled in on write."""
+
+    task_id: str
+    seed: int
+    config: Mapping[str, Any] = field(default_factory=dict)
+    policy_versions_recorded: bool = True
+    complete: bool = True
+    created_at: str = ""
+    versions: Mapping[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class BufferFile:
+    """What `read_buffer` returns: the data, its metadata and the snapshot index."""
+
+    path: Path
+    buffer: ReplayBuffer
+    metadata: BufferMetadata
+    snapshot_steps: Mapping[int, int]  # policy version -> env step it became current
+
+
+def _package_version(name: str) -> str:
+    try:
+        return metadata.version(name)
+    except metadata.PackageNotFoundError:
+        return "not installed"
+
+
+def _created_at() -> str:
+    # SOURCE_DATE_EPOCH makes byte-identical files possible for reproducible builds.
+    epoch = os.environ.get("SOURCE_DATE_EPOCH")
+    when = (
+        _dt.datetime.fromtimestamp(int(epoch), _dt.UTC) if epoch else _dt.datetime.now(_dt.UTC)
+    )
+    return when.isoformat(timespec="seconds")
+
+
+def write_buffer(
+    path: str | os.PathLike[str],
+    buffer: ReplayBuffer,
+    meta: BufferMetadata,
+    snapshots: Iterable[PolicySnapshot] = (),
+    *,
+    compression: str | None = None,
+) -> Path:
+    """Check `buffer` and write it atomically; an existing file at `path` survives any failure.
+
+    Columns are always chunked. `compression` ("lzf" or "gzip", with byte shuffle) shrinks a
+    Hopper buffer by about 30% but makes reading it 4-20x slower, because HDF5 runs filters on
+    one thread; the default leaves data uncompressed (benchmarks/buffer_io.py prints the figures).
+    """
+    if compression not in COMPRESSIONS:
+        raise TomreproError(f"unknown compression {compression!r}; choose from lzf, gzip, none")
+    path = Path(path)
+    columns = buffer.columns()
+    n, obs_dim, act_dim = check_columns(columns)
+    task = get_task(meta.task_id)
+    if obs_dim != task.obs_dim or act_dim != task.act_dim:
+        raise BufferFormatError(
+            f"buffer dims ({obs_dim}, {act_dim}) do not match task {task.task_id} "
+            f"({task.obs_dim}, {task.act_dim})"
+        )
+    snapshots = sorted(snapshots, key=lambda s: s.version)
+    _check_snapshots({s.version: s.env_step for s in snapshots})
+    attrs: dict[str, Any] = {
+        "schema": SCHEMA,
+        "schema_version": SCHEMA_VERSION,
+        "task_id": task.task_id,
+        "env_id": task.env_id,
+        "task_kwargs": json.dumps(dict(task.env_kwargs), sort_keys=True),
+        "obs_dim": obs_dim,
+        "act_dim": act_dim,
+        "num_transitions": n,
+        "seed": int(meta.seed),
+        "config": json.dumps(meta.config, sort_keys=True),
+        "policy_versions_recorded": bool(meta.policy_versions_recorded),
+        "complete": bool(meta.complete),
+        "created_at": meta.created_at or _created_at(),
+        "tomrepro_version": __version__,
+    }
+    attrs.update({f"{p}_version": _package_version(p) for p in _VERSIONED_PACKAGES})
+    with atomic_path(path) as tmp:
+        try:
+            with h5py.File(tmp, "w", track_order=True) as f:
+                f.attrs.update(attrs)
+                for spec in COLUMNS:
+                    _write_column(f, spec.name, columns[spec.name], compression)
+                group = f.create_group(SNAPSHOT_GROUP, track_order=True)
+                for snap in snapshots:
+                    _write_snapshot(group, snap, compression)
+        except (OSError, ValueError, TypeError) as exc:
+            raise TomreproError(f"cannot write {path}: {exc}") from None
+    return path
+
+
+def _write_column(f: h5py.File, name: str, data: np.ndarray, compression: str | None) -> None:
+    row_bytes = max(1, data.itemsize * int(np.prod(data.shape[1:], dtype=np.int64)))
+    rows = int(max(1, min(len(data), CHUNK_BYTES // row_bytes)))
+    f.create_dataset(
+        name,
+        data=data,
+        chunks=(rows, *data.shape[1:]) if len(data) else None,
+        shuffle=compression is not None and len(data) > 0,
+        compression=compression if len(data) else None,
+        track_times=False,
+    )
+
+
+def _write_snapshot(group: h5py.Group, snap: PolicySnapshot, compression: str | None) -> None:
+    g = group.create_group(f"{snap.version:06d}", track_order=True)
+    g.attrs["version"] = int(snap.version)
+    g.attrs["env_step"] = int(snap.env_step)
+    for key, tensor in snap.tensors.items():
+        arr = np.ascontiguousarray(tensor)
+        if arr.dtype.kind != "f" or not np.isfinite(arr).all():
+            raise BufferFormatError(
+                f"snapshot {snap.version} tensor {key!r} must be finite floating point"
+            )
+        g.create_dataset(key, data=arr, track_times=False)
+
+
+def _check_snapshots(steps: Mapping[int, int]) -> None:
+    versions = sorted(steps)
+    if any(v < 0 for v in versions):
+        raise BufferFormatError("policy snapshot versions must be non-negative")
+    if any(steps[a] >= steps[b] for a, b in zip(versions, versions[1:], strict=False)):
+        raise BufferFormatError("policy snapshots must start at increasing env steps")
+
+
+def _open(path: Path) -> h5py.File:
+    if not path.exists():
+        raise BufferFormatError(f"{path}: no such file")
+    if path.is_dir():
+        raise BufferFormatError(f"{path}: is a directory, not a buffer file")
+    if not h5py.is_hdf5(path):
+        raise BufferFormatError(f"{path}: not an HDF5 file")
+    try:
+        return h5py.File(path, "r")
+    except OSError as exc:
+        raise BufferFormatError(f"{path}: unreadable HDF5 file (truncated or corrupt?): {exc}") from None
+
+
+def _attr(f: h5py.File, path: Path, name: str, kind: type) -> Any:
+    if name not in f.attrs:
+        raise BufferFormatError(f"{path}: missing root attribute {name!r}")
+    value = f.attrs[name]
+    if isinstance(value, bytes):
+        value = value.decode()
+    if kind is int and isinstance(value, np.integer | int) and not isinstance(value, bool | np.bool_):
+        return int(value)
+    if kind is bool and isinstance(value, np.bool_ | bool):
+        return bool(value)
+    if kind is str and isinstance(value, str):
+        return value
+    raise BufferFormatError(f"{path}: root attribute {name!r} must be {kind.__name__}")
+
+
+def read_metadata(path: str | os.PathLike[str], *, allow_incomplete: bool = False) -> BufferMetadata:
+    """Root attributes only: cheap, for `inspect` and for stages deciding whether to redo work."""
+    path = Path(path)
+    with _open(path) as f:
+        return _read_metadata(f, path, allow_incomplete)
+
+
+def _read_metadata(f: h5py.File, path: Path, allow_incomplete: bool) -> BufferMetadata:
+    schema = f.attrs.get("schema")
+    if isinstance(schema, bytes):
+        schema = schema.decode()
+    if schema != SCHEMA:
+        raise BufferFormatError(f"{path}: not a tomrepro replay buffer (schema attribute {schema!r})")
+    version = _attr(f, path, "schema_version", int)
+    if version != SCHEMA_VERSION:
+        raise BufferFormatError(
+            f"{path}: unsupported schema version {version} (this tomrepro reads {SCHEMA_VERSION})"
+        )
+    task_id = _attr(f, path, "task_id", str)
+    try:
+        get_task(task_id)
+    except TomreproError as exc:
+        raise BufferFormatError(f"{path}: {exc}") from None
+    complete = _attr(f, path, "complete", bool)
+    if not complete and not allow_incomplete:
+        raise BufferFormatError(
+            f"{path}: marked incomplete (the run that wrote it did not finish)"
+        )
+    try:
+        config = json.loads(_attr(f, path, "config", str))
+    except json.JSONDecodeError:
+        raise BufferFormatError(f"{path}: root attribute 'config' is not JSON") from None
+    return BufferMetadata(
+        task_id=task_id,
+        seed=_attr(f, path, "seed", int),
+        config=config,
+        policy_versions_recorded=_attr(f, path, "policy_versions_recorded", bool),
+        complete=complete,
+        created_at=_attr(f, path, "created_at", str),
+        versions={p: _attr(f, path, f"{p}_version", str) for p in (*_VERSIONED_PACKAGES, "tomrepro")},
+    )
+
+
+def read_buffer(
+    path: str | os.PathLike[str], *, allow_incomplete: bool = False, deep: bool = False
+) -> BufferFile:
+    """Load and check a buffer file; any violation is one `BufferFormatError` line.
+
+    `deep` adds the cross-row observation continuity check (see `check_columns`).
+    """
+    path = Path(path)
+    with _open(path) as f:
+        meta = _read_metadata(f, path, allow_incomplete)
+        n = _attr(f, path, "num_transitions", int)
+        columns = _read_and_scan_columns(f, path)
+        steps = _read_snapshot_index(f, path)
+    try:
+        _, obs_dim, act_dim = check_structure(columns, deep=deep, provenance=False)
+    except BufferFormatError as exc:
+        raise BufferFormatError(f"{path}: {exc}") from None
+    task = get_task(meta.task_id)
+    if len(columns["rewards"]) != n:
+        raise BufferFormatError(
+            f"{path}: num_transitions says {n} rows, columns hold {len(columns['rewards'])}"
+        )
+    if (obs_dim, act_dim) != (task.obs_dim, task.act_dim):
+        raise BufferFormatError(
+            f"{path}: dims ({obs_dim}, {act_dim}) do not match task {task.task_id} "
+            f"({task.obs_dim}, {task.act_dim})"
+        )
+    return BufferFile(path, ReplayBuffer.from_columns(columns, check=False), meta, steps)
+
+
+def _read_and_scan_columns(f: h5py.File, path: Path) -> dict[str, np.ndarray]:
+    """Read every column while a worker thread checks the columns already read.
+
+    The small provenance columns are read first so that their order checks, then the NaN/inf
+    scans of the float columns, run while the bulk is still being read. Reads (`preadv`) and numpy
+    scans both release the GIL, so on two cores the checks cost little wall time.
+    """
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        with ThreadPoolExecutor(max_workers=1) as pool:
+            columns = {name: _read_column(f, fd, path, name) for name in PROVENANCE_COLUMNS}
+            checks = [pool.submit(check_provenance, dict(columns))]
+            for name in FLOAT_COLUMNS:
+                columns[name] = _read_column(f, fd, path, name)
+                checks.append(pool.submit(check_finite, name, columns[name]))
+            for check in checks:
+                try:
+                    check.result()
+                except BufferFormatError as exc:
+                    raise BufferFormatError(f"{path}: {exc}") from None
+    finally:
+        os.close(fd)
+    return columns
+
+
+def _read_column(f: h5py.File, fd: int, path: Path, name: str) -> np.ndarray:
+    ds = f.get(name)
+    if not isinstance(ds, h5py.Dataset):
+        raise BufferFormatError(f"{path}: missing column {name!r}")
+    out = np.empty(ds.shape, dtype=ds.dtype)
+    if not out.size:
+        return out
+    try:
+        if not _read_raw_chunks(ds, fd, out):
+            ds.read_direct(out)
+    except (OSError, ValueError, TypeError) as exc:
+        raise BufferFormatError(
+            f"{path}: column {name!r} is unreadable (truncated file?): {exc}"
+        ) from None
+    return out
+
+
+def _read_raw_chunks(ds: h5py.Dataset, fd: int, out: np.ndarray) -> bool:
+    """Read an unfiltered, row-chunked column with `preadv` straight into `out`.
+
+    HDF5's chunk machinery halves read throughput for plain data; the file offsets of raw chunks
+    are public (`get_chunk_info`), so reading them directly is as fast as `numpy.load`. Returns
+    False (caller falls back to h5py) for compressed or otherwise unusual layouts.
+    """
+    if ds.compression or ds.shuffle or ds.fletcher32 or ds.scaleoffset is not None:
+        return False
+    if ds.chunks is None or ds.chunks[1:] != ds.shape[1:] or not out.flags.c_contiguous:
+        return False
+    if ds.dtype.byteorder == ">":
+        return False
+    flat = out.reshape(-1).view(np.uint8)
+    row_bytes = flat.nbytes // len(out)
+    infos = sorted(
+        (ds.id.get_chunk_info(i) for i in range(ds.id.get_num_chunks())),
+        key=lambda info: info.chunk_offset[0],
+    )
+    if len(infos) * ds.chunks[0] < len(out):
+        raise OSError("chunks do not cover the column")
+    # Chunks written in order sit back to back in the file: read each such run with one call.
+    run_mem, run_file, run_len = 0, infos[0].byte_offset, 0
+    for info in infos:
+        mem = info.chunk_offset[0] * row_bytes
+        if mem != run_mem + run_len or info.byte_offset != run_file + run_len:
+            _pread_exact(fd, flat[run_mem : run_mem + run_len], run_file)
+            run_mem, run_file, run_len = mem, info.byte_offset, 0
+        run_len += min(info.size, flat.nbytes - mem)
+    _pread_exact(fd, flat[run_mem : run_mem + run_len], run_file)
+    return True
+
+
+def _pread_exact(fd: int, dest: np.ndarray, offset: int) -> None:
+    done = 0
+    while done < dest.nbytes:
+        got = os.preadv(fd, [dest[done:]], offset + done)
+        if got <= 0:
+            raise OSError("file ends inside a column")
+        done += got
+
+
+def _read_snapshot_index(f: h5py.File, path: Path) -> dict[int, int]:
+    group = f.get(SNAPSHOT_GROUP)
+    if not isinstance(group, h5py.Group):
+        raise BufferFormatError(f"{path}: missing group {SNAPSHOT_GROUP!r}")
+    steps = {}
+    for key, g in group.items():
+        try:
+            version, env_step = int(g.attrs["version"]), int(g.attrs["env_step"])
+        except (KeyError, TypeError, ValueError):
+            raise BufferFormatError(f"{path}: snapshot {key!r} lacks version/env_step") from None
+        if key != f"{version:06d}":
+            raise BufferFormatError(f"{path}: snapshot {key!r} says version {version}")
+        steps[version] = env_step
+    try:
+        _check_snapshots(steps)
+    except BufferFormatError as exc:
+        raise BufferFormatError(f"{path}: {exc}") from None
+    return steps
+
+
+def read_snapshot(path: str | os.PathLike[str], version: int) -> PolicySnapshot:
+    """Load one policy snapshot's tensors (snapshots are read on demand, not with the buffer)."""
+    path = Path(path)
+    with _open(path) as f:
+        group = f.get(f"{SNAPSHOT_GROUP}/{version:06d}")
+        if not isinstance(group, h5py.Group):
+            raise BufferFormatError(f"{path}: no policy snapshot for version {version}")
+        tensors = {}
+        for key, ds in group.items():
+            arr = ds[()]
+            if arr.dtype.kind != "f" or not np.isfinite(arr).all():
+                raise BufferFormatError(f"{path}: snapshot {version} tensor {key!r} is not finite float")
+            tensors[key] = arr
+        return PolicySnapshot(version, int(group.attrs["env_step"]), tensors)
+
+
+def content_digest(path: str | os.PathLike[str]) -> str:
+    """SHA-256 over every dataset and attribute except the creation time.
+
+    Two runs with the same seed and config give the same digest even though their files were
+    written at different times; later stages record it to name the exact data they used.
+    """
+    path = Path(path)
+    h = hashlib.sha256()
+
+    def visit_attrs(name: str, obj: h5py.HLObject) -> None:
+        for key in sorted(obj.attrs):
+            if name == "/" and key in _VOLATILE_ATTRS:
+                continue
+            h.update(f"{name}@{key}={obj.attrs[key]!r}".encode())
+
+    with _open(path) as f:
+        visit_attrs("/", f)
+
+        def visit(name: str, obj: h5py.HLObject) -> None:
+            visit_attrs(name, obj)
+            if isinstance(obj, h5py.Dataset):
+                h.update(f"{name}:{obj.dtype.str}:{obj.shape}".encode())
+                h.update(np.ascontiguousarray(obj[()]).tobytes())
+
+        f.visititems(visit)
+    return h.hexdigest()

@@ -1,0 +1,126 @@
+"""Typed, validated run configuration, loaded from one profile file under `pipelines/`.
+
+Every number a run uses lives in one YAML profile (`smoke`, `default`, `paper`), and each field
+below documents itself. Unknown keys, wrong types and nonsensical values are refused with a single
+line naming the offending key, so a typo can never silently fall back to a default.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from tomrepro.core.errors import ConfigError, UnknownTaskError
+from tomrepro.core.tasks import get_task
+
+PROFILE_DIR = Path("pipelines")
+
+PositiveInt = Annotated[int, Field(gt=0)]
+NonNegativeInt = Annotated[int, Field(ge=0)]
+PositiveFloat = Annotated[float, Field(gt=0)]
+Discount = Annotated[float, Field(gt=0, lt=1)]
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
+
+
+def _known_task(value: str) -> str:
+    try:
+        get_task(value)
+    except UnknownTaskError as exc:
+        raise ValueError(str(exc)) from None
+    return value
+
+
+class RandomBufferConfig(_Section):
+    """A buffer from a uniform-random policy: cheap, real MuJoCo data for checks and tests."""
+
+    task: str = Field(description="Task id from the registry (`tomrepro tasks`).")
+    env_steps: PositiveInt = Field(description="Number of environment steps to record.")
+
+    _check_task = field_validator("task")(_known_task)
+
+
+class SACConfig(_Section):
+    """Soft actor-critic, the backbone's agent (DESIGN §3, official TOM/MBPO values)."""
+
+    gamma: Discount = Field(0.99, description="Discount factor, strictly inside (0, 1).")
+    tau: Annotated[float, Field(gt=0, le=1)] = Field(0.005, description="Polyak rate of targets.")
+    lr: PositiveFloat = Field(3.0e-4, description="Adam learning rate of actor, critics and alpha.")
+    hidden_sizes: tuple[PositiveInt, ...] = Field(
+        (256, 256), min_length=1, description="Hidden layer widths of actor and critics."
+    )
+    batch_size: PositiveInt = Field(256, description="Minibatch size of one SAC update.")
+    critic_loss_clamp: PositiveFloat = Field(1000.0, description="Clamp on the critic loss.")
+
+    @field_validator("hidden_sizes", mode="before")
+    @classmethod
+    def _list_to_tuple(cls, value: Any) -> Any:
+        return tuple(value) if isinstance(value, list) else value
+
+
+class ProfileConfig(_Section):
+    """One profile: everything a `dvc repro` on it uses."""
+
+    name: str = Field(description="Profile name; the file's stem.")
+    seed: NonNegativeInt = Field(description="Master seed; every generator derives from it.")
+    device: Literal["auto", "cpu", "cuda"] = Field(
+        "auto", description="Torch device; `auto` takes CUDA when present."
+    )
+    random_buffer: RandomBufferConfig
+    sac: SACConfig = SACConfig()
+
+
+def _format_validation_error(source: str, err: ValidationError) -> str:
+    parts = []
+    for item in err.errors():
+        key = ".".join(str(p) for p in item["loc"]) or "<root>"
+        msg = item["msg"]
+        if item["type"] == "extra_forbidden":
+            msg = "unknown key"
+        elif "input" in item and not isinstance(item["input"], dict):
+            msg = f"{msg} (got {item['input']!r})"
+        parts.append(f"{key}: {msg}")
+    return f"{source}: " + "; ".join(parts)
+
+
+def resolve_profile_path(profile: str | Path, profile_dir: Path = PROFILE_DIR) -> Path:
+    """A profile is a name under `pipelines/` or a path to a YAML file."""
+    candidate = Path(profile)
+    if candidate.suffix in {".yaml", ".yml"}:
+        if not candidate.is_file():
+            raise ConfigError(f"profile file {candidate} does not exist")
+        return candidate
+    path = profile_dir / f"{profile}.yaml"
+    if not path.is_file():
+        known = sorted(p.stem for p in profile_dir.glob("*.yaml")) if profile_dir.is_dir() else []
+        raise ConfigError(
+            f"unknown profile {str(profile)!r}: no {path} (known: {', '.join(known) or 'none'})"
+        )
+    return path
+
+
+def load_profile(profile: str | Path, profile_dir: Path = PROFILE_DIR) -> ProfileConfig:
+    """Load and validate a profile by name or path; any problem is one `ConfigError` line."""
+    path = resolve_profile_path(profile, profile_dir)
+    try:
+        raw = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" at line {mark.line + 1}" if mark is not None else ""
+        raise ConfigError(f"{path}: not valid YAML{where}") from None
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{path}: a profile must be a mapping of sections")
+    raw.setdefault("name", path.stem)
+    return profile_from_dict(raw, source=str(path))
+
+
+def profile_from_dict(raw: dict[str, Any], source: str = "<profile>") -> ProfileConfig:
+    try:
+        return ProfileConfig.model_validate(raw)
+    except ValidationError as err:
+        raise ConfigError(_format_validation_error(source, err)) from None

@@ -1,0 +1,1 @@
+"""Loops that drive environments and learners; built on `tomrepro.core`."""
