@@ -74,16 +74,22 @@ def main() -> None:
         reads = {"numpy": np_load} | {c: (lambda p=p: read_buffer(p)) for c, p in layouts.items()}
         t_w = best_interleaved(args.repeats, writes)
         t_r = best_interleaved(args.repeats, reads)
-        print(f"{'format':<18}{'write MB/s':>12}{'read MB/s':>12}{'file MB':>10}"
-              f"{'write/np':>10}{'read/np':>10}")
+        print(
+            f"{'format':<18}{'write MB/s':>12}{'read MB/s':>12}{'file MB':>10}"
+            f"{'write/np':>10}{'read/np':>10}"
+        )
         for key in writes:
             name = "numpy .npy" if key == "numpy" else f"hdf5 {key or 'none'}"
             size = mb if key == "numpy" else layouts[key].stat().st_size / 1e6
-            print(f"{name + (' *' if key is None else ''):<18}{mb / t_w[key]:>12.0f}"
-                  f"{mb / t_r[key]:>12.0f}{size:>10.1f}{t_w['numpy'] / t_w[key]:>10.2f}"
-                  f"{t_r['numpy'] / t_r[key]:>10.2f}")
-    print("* the default layout (chunked, uncompressed). HDF5 reads include the reader's checks "
-          "of every row (dtypes, shapes, NaN/inf, provenance order, episode structure).")
+            print(
+                f"{name + (' *' if key is None else ''):<18}{mb / t_w[key]:>12.0f}"
+                f"{mb / t_r[key]:>12.0f}{size:>10.1f}{t_w['numpy'] / t_w[key]:>10.2f}"
+                f"{t_r['numpy'] / t_r[key]:>10.2f}"
+            )
+    print(
+        "* the default layout (chunked, uncompressed). HDF5 reads include the reader's checks "
+        "of every row (dtypes, shapes, NaN/inf, provenance order, episode structure)."
+    )
 
 
 if __name__ == "__main__":

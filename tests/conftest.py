@@ -31,8 +31,14 @@ def hopper_buffer() -> ReplayBuffer:
 def snapshots() -> list[PolicySnapshot]:
     rng = np.random.default_rng(0)
     return [
-        PolicySnapshot(v, 200 * v, {"layer.0.weight": rng.normal(size=(4, 11)).astype(np.float32),
-                                     "layer.0.bias": rng.normal(size=4).astype(np.float32)})
+        PolicySnapshot(
+            v,
+            200 * v,
+            {
+                "layer.0.weight": rng.normal(size=(4, 11)).astype(np.float32),
+                "layer.0.bias": rng.normal(size=4).astype(np.float32),
+            },
+        )
         for v in (1, 2)
     ]
 
@@ -43,8 +49,9 @@ def buffer_file(tmp_path: Path, hopper_buffer: ReplayBuffer, snapshots) -> Path:
     cols = {k: v.copy() for k, v in hopper_buffer.columns().items()}
     cols["policy_versions"] = (cols["env_steps"] // 200).astype(np.int64)
     path = tmp_path / "buffer.h5"
-    write_buffer(path, ReplayBuffer.from_columns(cols), BufferMetadata("Hopper-v5", seed=3),
-                 snapshots)
+    write_buffer(
+        path, ReplayBuffer.from_columns(cols), BufferMetadata("Hopper-v5", seed=3), snapshots
+    )
     return path
 
 

@@ -52,7 +52,7 @@ def test_ring_keeps_the_newest_rows_in_chronological_order(capacity, sizes):
     expected = _rows(0, start)
     assert len(buf) == min(capacity, start)
     for k in COLUMN_NAMES:
-        np.testing.assert_array_equal(buf.columns()[k], expected[k][-len(buf):])
+        np.testing.assert_array_equal(buf.columns()[k], expected[k][-len(buf) :])
 
 
 def test_prefix_is_a_view_of_the_data_before_the_step():

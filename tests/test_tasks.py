@@ -52,7 +52,9 @@ def _edge_states(task_id: str, samples: int, seed: int):
         index, bounds = EDGES[task_id][i % len(EDGES[task_id])]
         qpos[index] = rng.choice(bounds) + rng.uniform(-0.05, 0.05)
         base.set_state(qpos, qvel * rng.uniform(0, 3))
-        obs, _, terminated, _, _ = env.step(rng.uniform(env.action_space.low, env.action_space.high))
+        obs, _, terminated, _, _ = env.step(
+            rng.uniform(env.action_space.low, env.action_space.high)
+        )
         obs_list.append(obs)
         flags.append(terminated)
     env.close()

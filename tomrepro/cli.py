@@ -26,8 +26,10 @@ def tasks() -> None:
 
     for task_id in task_ids():
         t = get_task(task_id)
-        click.echo(f"{t.task_id:<26}{t.env_id:<22}obs {t.obs_dim:>3}  act {t.act_dim:>2}  "
-                   f"horizon {t.max_episode_steps}")
+        click.echo(
+            f"{t.task_id:<26}{t.env_id:<22}obs {t.obs_dim:>3}  act {t.act_dim:>2}  "
+            f"horizon {t.max_episode_steps}"
+        )
 
 
 @cli.command()
@@ -37,30 +39,10 @@ def tasks() -> None:
 def inspect(file: Path, as_json: bool, allow_incomplete: bool) -> None:
     """Describe a replay-buffer file: task, size, episodes, returns, policy versions."""
     from tomrepro.core.buffer_file import read_buffer
-    from tomrepro.core.buffer_summary import summarize
+    from tomrepro.core.buffer_summary import summarize, summary_text
 
     summary = summarize(read_buffer(file, allow_incomplete=allow_incomplete))
-    if as_json:
-        click.echo(json.dumps(summary, indent=2))
-        return
-    ret = summary["episode_returns"]
-    lines = [
-        f"file            {summary['file']} ({summary['file_mb']} MB)",
-        f"schema          v{summary['schema_version']}, "
-        f"{'complete' if summary['complete'] else 'INCOMPLETE'}",
-        f"task            {summary['task_id']} (obs {summary['obs_dim']}, act {summary['act_dim']})",
-        f"transitions     {summary['transitions']} (env steps {summary['env_steps']})",
-        f"episodes        {summary['episodes']} ({summary['terminations']} terminated, "
-        f"{summary['truncations']} truncated)",
-        "returns         "
-        + (f"mean {ret['mean']:.2f} ± {ret['std']:.2f}, min {ret['min']:.2f}, max {ret['max']:.2f} "
-           f"over {ret['count']} finished episodes" if ret["count"] else "no finished episode"),
-        f"policy versions {len(summary['policy_versions'])} "
-        f"({'recorded' if summary['policy_versions_recorded'] else 'not recorded'}), "
-        f"{len(summary['policy_snapshots'])} snapshots",
-        f"seed            {summary['seed']}, created {summary['created_at']}",
-    ]
-    click.echo("\n".join(lines))
+    click.echo(json.dumps(summary, indent=2) if as_json else summary_text(summary))
 
 
 @cli.command()
@@ -74,8 +56,12 @@ def validate(file: Path) -> None:
 
 
 @cli.command("random-buffer")
-@click.option("--profile", default="default", show_default=True,
-              help="Profile name under pipelines/, or a YAML path.")
+@click.option(
+    "--profile",
+    default="default",
+    show_default=True,
+    help="Profile name under pipelines/, or a YAML path.",
+)
 @click.option("--out", type=click.Path(path_type=Path), required=True, help="Output .h5 file.")
 def random_buffer(profile: str, out: Path) -> None:
     """Record the profile's uniform-random-policy buffer (real MuJoCo) to a buffer file."""

@@ -147,7 +147,9 @@ class ReplayBuffer:
         """All rows in chronological order: views, or one copy per column if the ring wrapped."""
         if not self.wrapped:
             return {k: v[: self._size] for k, v in self._data.items()}
-        return {k: np.concatenate((v[self._next :], v[: self._next])) for k, v in self._data.items()}
+        return {
+            k: np.concatenate((v[self._next :], v[: self._next])) for k, v in self._data.items()
+        }
 
     def prefix(self, env_step: int) -> ReplayBuffer:
         """The data that existed when global env step `env_step` was about to be taken.
@@ -244,8 +246,11 @@ def check_provenance(c: Mapping[str, np.ndarray]) -> None:
         return
     if any(len(c[name]) != n for name in PROVENANCE_COLUMNS):
         raise BufferFormatError("provenance columns differ in length")
-    if (c["episode_steps"] < 0).any() or (c["episode_ids"] < 0).any():
-        raise BufferFormatError("episode_ids and episode_steps must be non-negative")
+    # The order checks below make checking the first row enough for the monotone columns.
+    if c["env_steps"][0] < 0 or c["episode_ids"][0] < 0 or c["policy_versions"][0] < 0:
+        raise BufferFormatError("env_steps, episode_ids and policy_versions must be non-negative")
+    if (c["episode_steps"] < 0).any():
+        raise BufferFormatError("episode_steps must be non-negative")
     if (np.diff(c["env_steps"]) <= 0).any():
         raise BufferFormatError("env_steps must be strictly increasing")
     if (np.diff(c["episode_ids"]) < 0).any():

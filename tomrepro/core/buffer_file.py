@@ -17,6 +17,7 @@ from collections.abc import Iterable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from importlib import metadata
+from itertools import pairwise
 from pathlib import Path
 from typing import Any
 
@@ -26,7 +27,6 @@ import numpy as np
 from tomrepro import __version__
 from tomrepro.core.atomic import atomic_path
 from tomrepro.core.buffer import (
-    COLUMN_NAMES,
     COLUMNS,
     FLOAT_COLUMNS,
     PROVENANCE_COLUMNS,
@@ -90,9 +90,7 @@ def _package_version(name: str) -> str:
 def _created_at() -> str:
     # SOURCE_DATE_EPOCH makes byte-identical files possible for reproducible builds.
     epoch = os.environ.get("SOURCE_DATE_EPOCH")
-    when = (
-        _dt.datetime.fromtimestamp(int(epoch), _dt.UTC) if epoch else _dt.datetime.now(_dt.UTC)
-    )
+    when = _dt.datetime.fromtimestamp(int(epoch), _dt.UTC) if epoch else _dt.datetime.now(_dt.UTC)
     return when.isoformat(timespec="seconds")
 
 
@@ -118,8 +116,8 @@ def write_buffer(
     task = get_task(meta.task_id)
     if obs_dim != task.obs_dim or act_dim != task.act_dim:
         raise BufferFormatError(
-            f"buffer dims ({obs_dim}, {act_dim}) do not match task {task.task_id} "
-            f"({task.obs_dim}, {task.act_dim})"
+            f"buffer dims (obs {obs_dim}, act {act_dim}) do not match task {task.task_id} "
+            f"(obs {task.obs_dim}, act {task.act_dim})"
         )
     snapshots = sorted(snapshots, key=lambda s: s.version)
     _check_snapshots({s.version: s.env_step for s in snapshots})
@@ -148,7 +146,7 @@ def write_buffer(
                     _write_column(f, spec.name, columns[spec.name], compression)
                 group = f.create_group(SNAPSHOT_GROUP, track_order=True)
                 for snap in snapshots:
-                    _write_snapshot(group, snap, compression)
+                    _write_snapshot(group, snap)
         except (OSError, ValueError, TypeError) as exc:
             raise TomreproError(f"cannot write {path}: {exc}") from None
     return path
@@ -167,7 +165,7 @@ def _write_column(f: h5py.File, name: str, data: np.ndarray, compression: str | 
     )
 
 
-def _write_snapshot(group: h5py.Group, snap: PolicySnapshot, compression: str | None) -> None:
+def _write_snapshot(group: h5py.Group, snap: PolicySnapshot) -> None:
     g = group.create_group(f"{snap.version:06d}", track_order=True)
     g.attrs["version"] = int(snap.version)
     g.attrs["env_step"] = int(snap.env_step)
@@ -184,7 +182,7 @@ def _check_snapshots(steps: Mapping[int, int]) -> None:
     versions = sorted(steps)
     if any(v < 0 for v in versions):
         raise BufferFormatError("policy snapshot versions must be non-negative")
-    if any(steps[a] >= steps[b] for a, b in zip(versions, versions[1:], strict=False)):
+    if any(steps[a] >= steps[b] for a, b in pairwise(versions)):
         raise BufferFormatError("policy snapshots must start at increasing env steps")
 
 
@@ -198,7 +196,9 @@ def _open(path: Path) -> h5py.File:
     try:
         return h5py.File(path, "r")
     except OSError as exc:
-        raise BufferFormatError(f"{path}: unreadable HDF5 file (truncated or corrupt?): {exc}") from None
+        raise BufferFormatError(
+            f"{path}: unreadable HDF5 file (truncated or corrupt?): {exc}"
+        ) from None
 
 
 def _attr(f: h5py.File, path: Path, name: str, kind: type) -> Any:
@@ -207,7 +207,11 @@ def _attr(f: h5py.File, path: Path, name: str, kind: type) -> Any:
     value = f.attrs[name]
     if isinstance(value, bytes):
         value = value.decode()
-    if kind is int and isinstance(value, np.integer | int) and not isinstance(value, bool | np.bool_):
+    if (
+        kind is int
+        and isinstance(value, np.integer | int)
+        and not isinstance(value, bool | np.bool_)
+    ):
         return int(value)
     if kind is bool and isinstance(value, np.bool_ | bool):
         return bool(value)
@@ -216,7 +220,9 @@ def _attr(f: h5py.File, path: Path, name: str, kind: type) -> Any:
     raise BufferFormatError(f"{path}: root attribute {name!r} must be {kind.__name__}")
 
 
-def read_metadata(path: str | os.PathLike[str], *, allow_incomplete: bool = False) -> BufferMetadata:
+def read_metadata(
+    path: str | os.PathLike[str], *, allow_incomplete: bool = False
+) -> BufferMetadata:
     """Root attributes only: cheap, for `inspect` and for stages deciding whether to redo work."""
     path = Path(path)
     with _open(path) as f:
@@ -228,7 +234,9 @@ def _read_metadata(f: h5py.File, path: Path, allow_incomplete: bool) -> BufferMe
     if isinstance(schema, bytes):
         schema = schema.decode()
     if schema != SCHEMA:
-        raise BufferFormatError(f"{path}: not a tomrepro replay buffer (schema attribute {schema!r})")
+        raise BufferFormatError(
+            f"{path}: not a tomrepro replay buffer (schema attribute {schema!r})"
+        )
     version = _attr(f, path, "schema_version", int)
     if version != SCHEMA_VERSION:
         raise BufferFormatError(
@@ -236,14 +244,17 @@ def _read_metadata(f: h5py.File, path: Path, allow_incomplete: bool) -> BufferMe
         )
     task_id = _attr(f, path, "task_id", str)
     try:
-        get_task(task_id)
+        task = get_task(task_id)
     except TomreproError as exc:
         raise BufferFormatError(f"{path}: {exc}") from None
+    env_id = _attr(f, path, "env_id", str)
+    if env_id != task.env_id:
+        raise BufferFormatError(
+            f"{path}: env_id {env_id!r} is not task {task_id}'s {task.env_id!r}"
+        )
     complete = _attr(f, path, "complete", bool)
     if not complete and not allow_incomplete:
-        raise BufferFormatError(
-            f"{path}: marked incomplete (the run that wrote it did not finish)"
-        )
+        raise BufferFormatError(f"{path}: marked incomplete (the run that wrote it did not finish)")
     try:
         config = json.loads(_attr(f, path, "config", str))
     except json.JSONDecodeError:
@@ -255,7 +266,9 @@ def _read_metadata(f: h5py.File, path: Path, allow_incomplete: bool) -> BufferMe
         policy_versions_recorded=_attr(f, path, "policy_versions_recorded", bool),
         complete=complete,
         created_at=_attr(f, path, "created_at", str),
-        versions={p: _attr(f, path, f"{p}_version", str) for p in (*_VERSIONED_PACKAGES, "tomrepro")},
+        versions={
+            p: _attr(f, path, f"{p}_version", str) for p in (*_VERSIONED_PACKAGES, "tomrepro")
+        },
     )
 
 
@@ -270,6 +283,7 @@ def read_buffer(
     with _open(path) as f:
         meta = _read_metadata(f, path, allow_incomplete)
         n = _attr(f, path, "num_transitions", int)
+        attr_dims = {name: _attr(f, path, name, int) for name in ("obs_dim", "act_dim")}
         columns = _read_and_scan_columns(f, path)
         steps = _read_snapshot_index(f, path)
     try:
@@ -283,9 +297,11 @@ def read_buffer(
         )
     if (obs_dim, act_dim) != (task.obs_dim, task.act_dim):
         raise BufferFormatError(
-            f"{path}: dims ({obs_dim}, {act_dim}) do not match task {task.task_id} "
-            f"({task.obs_dim}, {task.act_dim})"
+            f"{path}: dims (obs {obs_dim}, act {act_dim}) do not match task {task.task_id} "
+            f"(obs {task.obs_dim}, act {task.act_dim})"
         )
+    if (attr_dims["obs_dim"], attr_dims["act_dim"]) != (obs_dim, act_dim):
+        raise BufferFormatError(f"{path}: obs_dim/act_dim attributes disagree with the columns")
     return BufferFile(path, ReplayBuffer.from_columns(columns, check=False), meta, steps)
 
 
@@ -367,7 +383,7 @@ def _read_raw_chunks(ds: h5py.Dataset, fd: int, out: np.ndarray) -> bool:
 def _pread_exact(fd: int, dest: np.ndarray, offset: int) -> None:
     done = 0
     while done < dest.nbytes:
-        got = os.preadv(fd, [dest[done:]], offset + done)
+        got = os.preadv(fd, [dest[done:].data], offset + done)
         if got <= 0:
             raise OSError("file ends inside a column")
         done += got
@@ -404,7 +420,9 @@ def read_snapshot(path: str | os.PathLike[str], version: int) -> PolicySnapshot:
         for key, ds in group.items():
             arr = ds[()]
             if arr.dtype.kind != "f" or not np.isfinite(arr).all():
-                raise BufferFormatError(f"{path}: snapshot {version} tensor {key!r} is not finite float")
+                raise BufferFormatError(
+                    f"{path}: snapshot {version} tensor {key!r} is not finite float"
+                )
             tensors[key] = arr
         return PolicySnapshot(version, int(group.attrs["env_step"]), tensors)
 

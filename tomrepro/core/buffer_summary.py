@@ -49,8 +49,10 @@ def summarize(loaded: BufferFile) -> dict[str, Any]:
         "transitions": len(loaded.buffer),
         "obs_dim": loaded.buffer.obs_dim,
         "act_dim": loaded.buffer.act_dim,
-        "env_steps": [int(cols["env_steps"][0]), int(cols["env_steps"][-1])] if len(cols["env_steps"]) else [],
-        "episodes": int(len(np.unique(cols["episode_ids"]))),
+        "env_steps": [int(cols["env_steps"][0]), int(cols["env_steps"][-1])]
+        if len(cols["env_steps"])
+        else [],
+        "episodes": len(np.unique(cols["episode_ids"])),
         "terminations": int(cols["terminations"].sum()),
         "truncations": int(cols["truncations"].sum()),
         "episode_returns": stats,
@@ -60,3 +62,32 @@ def summarize(loaded: BufferFile) -> dict[str, Any]:
         "file_mb": round(Path(loaded.path).stat().st_size / 1e6, 3),
         "versions": dict(meta.versions),
     }
+
+
+def summary_text(s: dict[str, Any]) -> str:
+    """The human-readable form of `summarize`'s output."""
+    ret = s["episode_returns"]
+    returns = (
+        f"mean {ret['mean']:.2f} ± {ret['std']:.2f}, min {ret['min']:.2f}, "
+        f"max {ret['max']:.2f} over {ret['count']} finished episodes"
+        if ret["count"]
+        else "no finished episode"
+    )
+    recorded = "recorded" if s["policy_versions_recorded"] else "not recorded"
+    rows = [
+        ("file", f"{s['file']} ({s['file_mb']} MB)"),
+        ("schema", f"v{s['schema_version']}, {'complete' if s['complete'] else 'INCOMPLETE'}"),
+        ("task", f"{s['task_id']} (obs {s['obs_dim']}, act {s['act_dim']})"),
+        ("transitions", f"{s['transitions']} (env steps {s['env_steps']})"),
+        (
+            "episodes",
+            f"{s['episodes']} ({s['terminations']} terminated, {s['truncations']} truncated)",
+        ),
+        ("returns", returns),
+        (
+            "policy versions",
+            f"{len(s['policy_versions'])} ({recorded}), {len(s['policy_snapshots'])} snapshots",
+        ),
+        ("seed", f"{s['seed']}, created {s['created_at']}"),
+    ]
+    return "\n".join(f"{key:<16}{value}" for key, value in rows)

@@ -72,7 +72,7 @@ class ProfileConfig(_Section):
         "auto", description="Torch device; `auto` takes CUDA when present."
     )
     random_buffer: RandomBufferConfig
-    sac: SACConfig = SACConfig()
+    sac: SACConfig = Field(default_factory=SACConfig)
 
 
 def _format_validation_error(source: str, err: ValidationError) -> str:

@@ -153,7 +153,15 @@ _TASKS: dict[str, Task] = {
             note="MBPO's truncated Humanoid: only joint positions and velocities are observed.",
         ),
         Task("InvertedPendulum-v5", "InvertedPendulum-v5", 4, 1, 1000, _inverted_pendulum),
-        Task("Pendulum-v1", "Pendulum-v1", 3, 1, 200, _never, note="Classic control; never terminates."),
+        Task(
+            "Pendulum-v1",
+            "Pendulum-v1",
+            3,
+            1,
+            200,
+            _never,
+            note="Classic control; never terminates.",
+        ),
     )
 }
 

@@ -30,7 +30,9 @@ def random_rollout(task: Task, env_steps: int, seed: int) -> ReplayBuffer:
     try:
         for step in range(env_steps):
             next_obs, reward, terminated, truncated, _ = env.step(actions[step])
-            buffer.add(obs, actions[step], reward, next_obs, terminated, truncated, episode, t, step, 0)
+            buffer.add(
+                obs, actions[step], reward, next_obs, terminated, truncated, episode, t, step, 0
+            )
             if terminated or truncated:
                 obs, _ = env.reset()
                 episode, t = episode + 1, 0
@@ -43,6 +45,7 @@ def random_rollout(task: Task, env_steps: int, seed: int) -> ReplayBuffer:
 
 def write_random_buffer(profile: ProfileConfig, out: Path) -> Path:
     """Stage function: the profile's random-policy buffer, written atomically to `out`."""
+    out.parent.mkdir(parents=True, exist_ok=True)
     cfg = profile.random_buffer
     buffer = random_rollout(get_task(cfg.task), cfg.env_steps, profile.seed)
     meta = BufferMetadata(

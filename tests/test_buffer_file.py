@@ -1,0 +1,218 @@
+"""Schema-v1 files: exact round trips, a corpus of bad files refused through the CLI, atomicity."""
+
+from __future__ import annotations
+
+import shutil
+from collections.abc import Callable
+from pathlib import Path
+
+import h5py
+import numpy as np
+import pytest
+
+from tomrepro.core.buffer import COLUMN_NAMES, ReplayBuffer
+from tomrepro.core.buffer_file import (
+    BufferMetadata,
+    PolicySnapshot,
+    content_digest,
+    read_buffer,
+    read_metadata,
+    read_snapshot,
+    write_buffer,
+)
+from tomrepro.core.errors import BufferFormatError, TomreproError
+
+
+@pytest.mark.parametrize("compression", [None, "lzf", "gzip"])
+def test_round_trip_is_exact(tmp_path, hopper_buffer, snapshots, compression):
+    path = tmp_path / "b.h5"
+    meta = BufferMetadata("Hopper-v5", seed=3, config={"profile": "x", "n": [1, 2]})
+    write_buffer(path, hopper_buffer, meta, snapshots, compression=compression)
+    loaded = read_buffer(path, deep=True)
+    for name in COLUMN_NAMES:
+        original, back = hopper_buffer.columns()[name], loaded.buffer.columns()[name]
+        assert back.dtype == original.dtype
+        np.testing.assert_array_equal(back, original)
+    assert loaded.metadata.task_id == "Hopper-v5"
+    assert loaded.metadata.seed == 3
+    assert loaded.metadata.config == {"profile": "x", "n": [1, 2]}
+    assert loaded.metadata.versions["mujoco"] and loaded.metadata.versions["torch"]
+    assert loaded.snapshot_steps == {1: 200, 2: 400}
+    snap = read_snapshot(path, 2)
+    for key, tensor in snapshots[1].tensors.items():
+        np.testing.assert_array_equal(snap.tensors[key], tensor)
+
+
+def test_same_data_gives_the_same_content_digest(tmp_path, hopper_buffer):
+    a, b = tmp_path / "a.h5", tmp_path / "b.h5"
+    write_buffer(a, hopper_buffer, BufferMetadata("Hopper-v5", 3, created_at="2026-01-01"))
+    write_buffer(b, hopper_buffer, BufferMetadata("Hopper-v5", 3, created_at="2026-06-01"))
+    assert content_digest(a) == content_digest(b)
+    write_buffer(b, hopper_buffer, BufferMetadata("Hopper-v5", 4))
+    assert content_digest(a) != content_digest(b)
+
+
+def test_source_date_epoch_gives_byte_identical_files(tmp_path, hopper_buffer, monkeypatch):
+    monkeypatch.setenv("SOURCE_DATE_EPOCH", "1700000000")
+    a, b = tmp_path / "a.h5", tmp_path / "b.h5"
+    write_buffer(a, hopper_buffer, BufferMetadata("Hopper-v5", 3))
+    write_buffer(b, hopper_buffer, BufferMetadata("Hopper-v5", 3))
+    assert a.read_bytes() == b.read_bytes()
+
+
+# --- the corpus of bad files: each must give one line on stderr and exit code 2 -----------------
+
+
+def _edit(fn: Callable[[h5py.File], None]) -> Callable[[Path], None]:
+    def apply(path: Path) -> None:
+        with h5py.File(path, "r+") as f:
+            fn(f)
+
+    return apply
+
+
+def _replace(name: str, make: Callable[[np.ndarray], np.ndarray]) -> Callable[[Path], None]:
+    def fn(f: h5py.File) -> None:
+        data = make(f[name][()])
+        del f[name]
+        f.create_dataset(name, data=data)
+
+    return _edit(fn)
+
+
+def _truncate(path: Path) -> None:
+    data = path.read_bytes()
+    path.write_bytes(data[: len(data) // 2])
+
+
+def _set_nan(name: str, value: float) -> Callable[[Path], None]:
+    def make(a: np.ndarray) -> np.ndarray:
+        a = a.copy()
+        a.flat[7] = value
+        return a
+
+    return _replace(name, make)
+
+
+BAD_FILES = {
+    "missing file": (lambda p: p.unlink(), "no such file"),
+    "directory": (lambda p: (p.unlink(), p.mkdir()), "is a directory"),
+    "not HDF5": (lambda p: p.write_text("observations,actions\n1,2\n"), "not an HDF5 file"),
+    "truncated": (_truncate, "truncated"),
+    "empty file": (lambda p: p.write_bytes(b""), "not an HDF5 file"),
+    "missing column": (_edit(lambda f: f.__delitem__("actions")), "missing column 'actions'"),
+    "wrong dtype": (_replace("observations", lambda a: a.astype(np.float64)), "dtype float64"),
+    "wrong shape": (_replace("actions", lambda a: a[:, :2]), "act 3"),
+    "length mismatch": (_replace("rewards", lambda a: a[:-5]), "shape"),
+    "NaN in observations": (_set_nan("observations", np.nan), "observations contains NaN"),
+    "inf in next observations": (_set_nan("next_observations", np.inf), "NaN or inf"),
+    "unknown schema version": (
+        _edit(lambda f: f.attrs.__setitem__("schema_version", 7)),
+        "unsupported schema version 7",
+    ),
+    "not our schema": (
+        _edit(lambda f: f.attrs.__setitem__("schema", "d4rl")),
+        "not a tomrepro replay buffer",
+    ),
+    "incomplete": (_edit(lambda f: f.attrs.__setitem__("complete", False)), "incomplete"),
+    "unknown task": (
+        _edit(lambda f: f.attrs.__setitem__("task_id", "Hopper-v9")),
+        "unknown task 'Hopper-v9'",
+    ),
+    "env_id of another task": (
+        _edit(lambda f: f.attrs.__setitem__("env_id", "Walker2d-v5")),
+        "env_id 'Walker2d-v5'",
+    ),
+    "obs_dim attribute lies": (
+        _edit(lambda f: f.attrs.__setitem__("obs_dim", 12)),
+        "obs_dim/act_dim attributes disagree",
+    ),
+    "num_transitions lies": (
+        _edit(lambda f: f.attrs.__setitem__("num_transitions", 5)),
+        "num_transitions",
+    ),
+    "env steps out of order": (
+        _replace("env_steps", lambda a: a[::-1].copy()),
+        "strictly increasing",
+    ),
+    "snapshot without version": (
+        _edit(lambda f: f["policy_snapshots/000001"].attrs.__delitem__("version")),
+        "lacks version",
+    ),
+}
+
+
+@pytest.mark.parametrize("case", list(BAD_FILES))
+def test_bad_file_is_one_line_error_with_exit_2(case, buffer_file, run_cli):
+    corrupt, expected = BAD_FILES[case]
+    corrupt(buffer_file)
+    for command in ("inspect", "validate"):
+        code, out, err = run_cli(command, buffer_file)
+        assert code == 2, (case, command, out, err)
+        assert err.count("\n") == 1 and err.startswith("tomrepro: error: "), err
+        assert expected in err, err
+        assert "Traceback" not in err
+
+
+def test_validate_catches_what_only_the_deep_check_sees(buffer_file, run_cli):
+    def shift(a: np.ndarray) -> np.ndarray:
+        a = a.copy()
+        a[10, 0] += 1.0
+        return a
+
+    _replace("next_observations", shift)(buffer_file)
+    assert read_buffer(buffer_file).buffer is not None  # the fast reader's per-row checks pass
+    code, _, err = run_cli("validate", buffer_file)
+    assert code == 2 and "next_observations[10] differs" in err
+
+
+def test_incomplete_file_can_be_inspected_on_request(buffer_file, run_cli):
+    _edit(lambda f: f.attrs.__setitem__("complete", False))(buffer_file)
+    code, out, _ = run_cli("inspect", "--allow-incomplete", buffer_file)
+    assert code == 0 and "INCOMPLETE" in out
+    assert read_metadata(buffer_file, allow_incomplete=True).complete is False
+
+
+# --- atomic writes ---------------------------------------------------------------------------
+
+
+def test_failed_write_leaves_the_existing_file_untouched(tmp_path, buffer_file, hopper_buffer):
+    before = buffer_file.read_bytes()
+    bad_snapshot = PolicySnapshot(5, 10_000, {"w": np.array([np.nan], np.float32)})
+    with pytest.raises(BufferFormatError, match="finite"):
+        write_buffer(buffer_file, hopper_buffer, BufferMetadata("Hopper-v5", 0), [bad_snapshot])
+    assert buffer_file.read_bytes() == before
+    assert [p.name for p in buffer_file.parent.iterdir()] == [buffer_file.name]
+
+
+def test_invalid_data_is_refused_before_anything_is_written(tmp_path, hopper_buffer):
+    cols = {k: v.copy() for k, v in hopper_buffer.columns().items()}
+    cols["rewards"][3] = np.nan
+    with pytest.raises(BufferFormatError, match="rewards contains NaN"):
+        bad = ReplayBuffer.from_columns(cols, check=False)
+        write_buffer(tmp_path / "x.h5", bad, BufferMetadata("Hopper-v5", 0))
+    assert not list(tmp_path.iterdir())
+
+
+def test_wrong_task_dims_are_refused(tmp_path, hopper_buffer):
+    with pytest.raises(BufferFormatError, match="do not match task"):
+        write_buffer(tmp_path / "x.h5", hopper_buffer, BufferMetadata("Walker2d-v5", 0))
+
+
+def test_unwritable_destination_is_a_clear_error(tmp_path, hopper_buffer):
+    with pytest.raises(TomreproError, match="does not exist"):
+        write_buffer(tmp_path / "no" / "x.h5", hopper_buffer, BufferMetadata("Hopper-v5", 0))
+
+
+def test_file_is_readable_by_plain_h5py(buffer_file, hopper_buffer):
+    with h5py.File(buffer_file, "r") as f:
+        assert f.attrs["schema_version"] == 1
+        np.testing.assert_array_equal(f["actions"][()], hopper_buffer.columns()["actions"])
+        assert f["observations"].chunks is not None
+
+
+def test_copy_of_a_valid_file_validates(tmp_path, buffer_file, run_cli):
+    copy = tmp_path / "copy.h5"
+    shutil.copy(buffer_file, copy)
+    code, out, err = run_cli("validate", copy)
+    assert code == 0 and out.startswith("ok:") and err == ""

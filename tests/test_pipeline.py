@@ -1,0 +1,71 @@
+"""The DVC pipeline end to end on the smoke profile: real DVC, real MuJoCo, real files."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from tests.conftest import REPO_ROOT
+from tomrepro.core.buffer_file import read_buffer
+
+IGNORE = shutil.ignore_patterns(
+    ".venv",
+    ".git",
+    "datasets",
+    "reports",
+    "__pycache__",
+    ".pytest_cache",
+    ".hypothesis",
+    ".ruff_cache",
+    ".mypy_cache",
+    "*.egg-info",
+    "tmp",
+    "cache",
+)
+
+
+def _run(args: list[str], cwd: Path) -> subprocess.CompletedProcess[str]:
+    env = dict(os.environ, DVC_NO_ANALYTICS="1", RAY_AUTH_MODE="disabled")
+    env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env['PATH']}"
+    return subprocess.run(args, cwd=cwd, env=env, capture_output=True, text=True, check=False)
+
+
+@pytest.fixture(scope="module")
+def project(tmp_path_factory) -> Path:
+    """A copy of the project, as a fresh git repo, with the smoke profile selected."""
+    root = tmp_path_factory.mktemp("project") / "tomrepro"
+    shutil.copytree(REPO_ROOT, root, ignore=IGNORE)
+    (root / "params.yaml").write_text(yaml.safe_dump({"profile": "smoke"}))
+    for args in (
+        ["git", "init", "-q"],
+        ["git", "add", "-A"],
+        ["git", "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "init"],
+    ):
+        assert _run(args, root).returncode == 0
+    return root
+
+
+def test_dvc_repro_runs_the_smoke_profile_and_then_has_nothing_to_do(project):
+    dvc = [sys.executable, "-m", "dvc"]
+    first = _run([*dvc, "repro"], project)
+    assert first.returncode == 0, first.stdout + first.stderr
+    buffer = project / "datasets" / "smoke" / "random_buffer.h5"
+    loaded = read_buffer(buffer, deep=True)
+    assert loaded.metadata.task_id == "InvertedPendulum-v5"
+    assert len(loaded.buffer) == 2000
+    metrics = json.loads((project / "datasets" / "smoke" / "random_buffer.json").read_text())
+    assert metrics["transitions"] == 2000
+
+    second = _run([*dvc, "repro"], project)
+    assert second.returncode == 0, second.stderr
+    assert "Running stage" not in second.stdout, second.stdout
+
+    shown = _run([*dvc, "metrics", "show", "--json"], project)
+    assert shown.returncode == 0 and "transitions" in shown.stdout
