@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import sys
 from pathlib import Path
 
@@ -13,10 +14,28 @@ from tomrepro.core.errors import TomreproError
 EXIT_USER_ERROR = 2
 
 
+class _StderrHandler(logging.Handler):
+    """Writes to whatever `sys.stderr` is at the time (test harnesses swap it)."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        print(self.format(record), file=sys.stderr)
+
+
+def _log_to_stderr() -> None:
+    logger = logging.getLogger("tomrepro")
+    if not any(isinstance(h, _StderrHandler) for h in logger.handlers):
+        handler = _StderrHandler()
+        handler.setFormatter(logging.Formatter("tomrepro: %(message)s"))
+        logger.addHandler(handler)
+        logger.setLevel(logging.INFO)
+        logger.propagate = False
+
+
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(package_name="tomrepro")
 def cli() -> None:
     """Reproduce and analyse Transition Occupancy Matching (TOM) for model-based RL."""
+    _log_to_stderr()
 
 
 @cli.command()
@@ -69,6 +88,63 @@ def random_buffer(profile: str, out: Path) -> None:
     from tomrepro.loops.random_rollout import write_random_buffer
 
     click.echo(f"wrote {write_random_buffer(load_profile(profile), out)}")
+
+
+@cli.command()
+@click.option(
+    "--profile",
+    default="default",
+    show_default=True,
+    help="Profile name under pipelines/, or a YAML path.",
+)
+@click.option(
+    "--out",
+    type=click.Path(path_type=Path),
+    required=True,
+    help="Output directory (buffer.h5, checkpoints/, collect_log.json).",
+)
+@click.option("--task", default=None, help="Override collect.task.")
+@click.option("--env-steps", type=int, default=None, help="Override collect.env_steps (N).")
+@click.option("--random-steps", type=int, default=None, help="Override collect.random_steps.")
+@click.option(
+    "--snapshot-every", type=int, default=None, help="Override collect.snapshot_every (M)."
+)
+@click.option("--seed", type=int, default=None, help="Override the profile's seed.")
+@click.option(
+    "--device",
+    type=click.Choice(["auto", "cpu", "cuda"]),
+    default=None,
+    help="Torch device (default: the profile's).",
+)
+@click.option("--overwrite", is_flag=True, help="Replace output collected with another config.")
+@click.option("--quiet", is_flag=True, help="No progress bar.")
+def collect(
+    profile: str,
+    out: Path,
+    task: str | None,
+    env_steps: int | None,
+    random_steps: int | None,
+    snapshot_every: int | None,
+    seed: int | None,
+    device: str | None,
+    overwrite: bool,
+    quiet: bool,
+) -> None:
+    """Run SAC on a task and record its replay buffer with policy snapshots (resumable)."""
+    from tomrepro.core.config import load_profile, with_overrides
+    from tomrepro.loops.collect import Collector
+
+    cfg = with_overrides(
+        load_profile(profile),
+        "collect",
+        task=task,
+        env_steps=env_steps,
+        random_steps=random_steps,
+        snapshot_every=snapshot_every,
+    )
+    cfg = with_overrides(cfg, None, seed=seed)
+    path = Collector(cfg, out, device=device, overwrite=overwrite, progress=not quiet).run()
+    click.echo(f"wrote {path}")
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -143,6 +143,11 @@ class ReplayBuffer:
         self._next = (self._next + n) % self.capacity
         self._size = min(self._size + n, self.capacity)
 
+    def storage(self) -> dict[str, np.ndarray]:
+        """The preallocated arrays themselves (capacity rows, physical order): for zero-copy
+        consumers such as a torch view that must see rows added later."""
+        return self._data
+
     def columns(self) -> dict[str, np.ndarray]:
         """All rows in chronological order: views, or one copy per column if the ring wrapped."""
         if not self.wrapped:

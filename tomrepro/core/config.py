@@ -11,7 +11,14 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from tomrepro.core.errors import ConfigError, UnknownTaskError
 from tomrepro.core.tasks import get_task
@@ -45,6 +52,35 @@ class RandomBufferConfig(_Section):
     _check_task = field_validator("task")(_known_task)
 
 
+class CollectConfig(_Section):
+    """SAC data collection into a replay buffer with policy snapshots (DESIGN §4, step 1)."""
+
+    task: str = Field(description="Task id from the registry (`tomrepro tasks`).")
+    env_steps: PositiveInt = Field(description="Total env steps N to collect.")
+    random_steps: NonNegativeInt = Field(
+        5000, description="Uniform-random exploration steps before SAC acts and learns."
+    )
+    snapshot_every: PositiveInt = Field(
+        description="Env steps M between policy snapshots; the agent acts with the latest one."
+    )
+    updates_per_step: PositiveInt = Field(1, description="SAC updates per env step.")
+
+    _check_task = field_validator("task")(_known_task)
+
+    @model_validator(mode="after")
+    def _fits(self) -> CollectConfig:
+        if self.snapshot_every > self.env_steps:
+            raise ValueError(
+                f"snapshot_every ({self.snapshot_every}) is larger than env_steps ({self.env_steps})"
+            )
+        if self.random_steps >= self.env_steps:
+            raise ValueError(
+                f"random_steps ({self.random_steps}) leaves no SAC steps in env_steps "
+                f"({self.env_steps})"
+            )
+        return self
+
+
 class SACConfig(_Section):
     """Soft actor-critic, the backbone's agent (DESIGN §3, official TOM/MBPO values)."""
 
@@ -72,6 +108,7 @@ class ProfileConfig(_Section):
         "auto", description="Torch device; `auto` takes CUDA when present."
     )
     random_buffer: RandomBufferConfig
+    collect: CollectConfig
     sac: SACConfig = Field(default_factory=SACConfig)
 
 
@@ -117,6 +154,20 @@ def load_profile(profile: str | Path, profile_dir: Path = PROFILE_DIR) -> Profil
         raise ConfigError(f"{path}: a profile must be a mapping of sections")
     raw.setdefault("name", path.stem)
     return profile_from_dict(raw, source=str(path))
+
+
+def with_overrides(profile: ProfileConfig, section: str | None, **values: Any) -> ProfileConfig:
+    """A copy of `profile` with some fields of one section (None: top level) replaced, None
+    values meaning keep; revalidated, so an override gets the same one-line errors as a file."""
+    changes = {k: v for k, v in values.items() if v is not None}
+    if not changes:
+        return profile
+    raw = profile.model_dump()
+    if section is None:
+        raw.update(changes)
+    else:
+        raw[section] = {**raw[section], **changes}
+    return profile_from_dict(raw, source="options")
 
 
 def profile_from_dict(raw: dict[str, Any], source: str = "<profile>") -> ProfileConfig:
