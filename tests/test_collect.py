@@ -34,7 +34,7 @@ def collected(tmp_path_factory) -> Path:
 
 
 def test_output_is_a_complete_valid_buffer_with_snapshots(collected, run_cli):
-    code, out, err = run_cli("validate", collected / "buffer.h5")
+    code, _out, err = run_cli("validate", collected / "buffer.h5")
     assert code == 0, err
     loaded = read_buffer(collected / "buffer.h5")
     cfg = SMOKE.collect

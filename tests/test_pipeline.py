@@ -62,6 +62,8 @@ def test_dvc_repro_runs_the_smoke_profile_and_then_has_nothing_to_do(project):
     assert len(loaded.buffer) == 2000
     metrics = json.loads((project / "datasets" / "smoke" / "random_buffer.json").read_text())
     assert metrics["transitions"] == 2000
+    collected = read_buffer(project / "datasets" / "smoke" / "collect" / "buffer.h5", deep=True)
+    assert collected.metadata.complete and collected.snapshot_steps
 
     second = _run([*dvc, "repro"], project)
     assert second.returncode == 0, second.stderr

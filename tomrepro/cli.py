@@ -55,12 +55,22 @@ def tasks() -> None:
 @click.argument("file", type=click.Path(path_type=Path))
 @click.option("--json", "as_json", is_flag=True, help="Print machine-readable JSON.")
 @click.option("--allow-incomplete", is_flag=True, help="Also describe an unfinished file.")
-def inspect(file: Path, as_json: bool, allow_incomplete: bool) -> None:
+@click.option(
+    "--curve",
+    type=click.IntRange(min=1),
+    default=None,
+    metavar="STEPS",
+    help="Add the learning curve: returns of episodes ending in bins of STEPS env steps.",
+)
+def inspect(file: Path, as_json: bool, allow_incomplete: bool, curve: int | None) -> None:
     """Describe a replay-buffer file: task, size, episodes, returns, policy versions."""
     from tomrepro.core.buffer_file import read_buffer
-    from tomrepro.core.buffer_summary import summarize, summary_text
+    from tomrepro.core.buffer_summary import learning_curve, summarize, summary_text
 
-    summary = summarize(read_buffer(file, allow_incomplete=allow_incomplete))
+    loaded = read_buffer(file, allow_incomplete=allow_incomplete)
+    summary = summarize(loaded)
+    if curve:
+        summary["learning_curve"] = learning_curve(loaded.buffer.columns(), curve)
     click.echo(json.dumps(summary, indent=2) if as_json else summary_text(summary))
 
 
@@ -117,6 +127,11 @@ def random_buffer(profile: str, out: Path) -> None:
     help="Torch device (default: the profile's).",
 )
 @click.option("--overwrite", is_flag=True, help="Replace output collected with another config.")
+@click.option(
+    "--rerun-complete",
+    is_flag=True,
+    help="Redo a finished collection (an unfinished one is still resumed).",
+)
 @click.option("--quiet", is_flag=True, help="No progress bar.")
 def collect(
     profile: str,
@@ -128,6 +143,7 @@ def collect(
     seed: int | None,
     device: str | None,
     overwrite: bool,
+    rerun_complete: bool,
     quiet: bool,
 ) -> None:
     """Run SAC on a task and record its replay buffer with policy snapshots (resumable)."""
@@ -143,7 +159,14 @@ def collect(
         snapshot_every=snapshot_every,
     )
     cfg = with_overrides(cfg, None, seed=seed)
-    path = Collector(cfg, out, device=device, overwrite=overwrite, progress=not quiet).run()
+    path = Collector(
+        cfg,
+        out,
+        device=device,
+        overwrite=overwrite,
+        rerun_complete=rerun_complete,
+        progress=not quiet,
+    ).run()
     click.echo(f"wrote {path}")
 
 

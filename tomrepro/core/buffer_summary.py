@@ -90,4 +90,27 @@ def summary_text(s: dict[str, Any]) -> str:
         ),
         ("seed", f"{s['seed']}, created {s['created_at']}"),
     ]
-    return "\n".join(f"{key:<16}{value}" for key, value in rows)
+    lines = [f"{key:<16}{value}" for key, value in rows]
+    for point in s.get("learning_curve", []):
+        lines.append(
+            f"  steps {point['env_step']:>8}+  {point['episodes']:>4} episodes  "
+            f"mean return {point['mean_return']:>9.1f}  max {point['max_return']:>9.1f}"
+        )
+    return "\n".join(lines)
+
+
+def learning_curve(columns: dict[str, np.ndarray], bin_steps: int) -> list[dict[str, float]]:
+    """Mean and max return of the episodes that ended in each bin of `bin_steps` env steps."""
+    returns = episode_returns(columns)
+    ended = columns["terminations"] | columns["truncations"]
+    end_steps = columns["env_steps"][ended]
+    bins = end_steps // bin_steps
+    return [
+        {
+            "env_step": int(b * bin_steps),
+            "episodes": int((bins == b).sum()),
+            "mean_return": float(returns[bins == b].mean()),
+            "max_return": float(returns[bins == b].max()),
+        }
+        for b in np.unique(bins)
+    ]

@@ -63,7 +63,9 @@ class CollectConfig(_Section):
     snapshot_every: PositiveInt = Field(
         description="Env steps M between policy snapshots; the agent acts with the latest one."
     )
-    updates_per_step: PositiveInt = Field(1, description="SAC updates per env step.")
+    updates_per_step: NonNegativeInt = Field(
+        1, description="SAC updates per env step (0 keeps the initial policy: inference only)."
+    )
 
     _check_task = field_validator("task")(_known_task)
 
@@ -71,7 +73,8 @@ class CollectConfig(_Section):
     def _fits(self) -> CollectConfig:
         if self.snapshot_every > self.env_steps:
             raise ValueError(
-                f"snapshot_every ({self.snapshot_every}) is larger than env_steps ({self.env_steps})"
+                f"snapshot_every ({self.snapshot_every}) is larger than "
+                f"env_steps ({self.env_steps})"
             )
         if self.random_steps >= self.env_steps:
             raise ValueError(
@@ -99,6 +102,52 @@ class SACConfig(_Section):
         return tuple(value) if isinstance(value, list) else value
 
 
+class ModelConfig(_Section):
+    """Dynamics model and its (weighted) maximum-likelihood fit (DESIGN §3)."""
+
+    family: Literal["ensemble", "mdn"] = Field(
+        "ensemble", description="`ensemble`: MBPO's Gaussian ensemble; `mdn`: TOM's mixture net."
+    )
+    weighting: Literal["resample", "loss"] = Field(
+        "resample",
+        description="`resample`: minibatches drawn with probability ∝ clipped weights (official); "
+        "`loss`: uniform minibatches, weights (mean 1) multiply the NLL.",
+    )
+    hidden_sizes: tuple[PositiveInt, ...] = Field(
+        (200, 200, 200, 200), min_length=1, description="Hidden widths (SiLU)."
+    )
+    ensemble_size: PositiveInt = Field(7, description="Ensemble members E (ensemble only).")
+    elites: PositiveInt = Field(5, description="Members kept for prediction, best on holdout.")
+    components: PositiveInt = Field(10, description="Mixture components per output (mdn only).")
+    lr: PositiveFloat = Field(1.0e-3, description="Adam learning rate.")
+    batch_size: PositiveInt = Field(256, description="Minibatch size per member.")
+    holdout_ratio: Annotated[float, Field(ge=0, lt=1)] = Field(
+        0.2, description="Share of the data held out for early stopping and elites."
+    )
+    max_holdout: PositiveInt = Field(5000, description="Cap on the holdout size.")
+    max_epochs: PositiveInt = Field(100, description="Upper bound on training epochs per fit.")
+    batches_per_epoch: PositiveInt | None = Field(
+        None, description="Minibatches per epoch; null: one pass over the training split."
+    )
+    patience: PositiveInt = Field(5, description="Stop after this many epochs without a gain.")
+    min_improvement: Annotated[float, Field(gt=0, lt=1)] = Field(
+        0.01, description="Relative holdout-loss gain that counts as improvement."
+    )
+    weight_clip: PositiveFloat = Field(10.0, description="Clip on weights before resampling.")
+
+    @field_validator("hidden_sizes", mode="before")
+    @classmethod
+    def _list_to_tuple(cls, value: Any) -> Any:
+        return tuple(value) if isinstance(value, list) else value
+
+    @model_validator(mode="after")
+    def _elites_fit(self) -> ModelConfig:
+        members = self.ensemble_size if self.family == "ensemble" else 1
+        if self.elites > members:
+            raise ValueError(f"elites ({self.elites}) exceeds the {members} member(s) of the model")
+        return self
+
+
 class ProfileConfig(_Section):
     """One profile: everything a `dvc repro` on it uses."""
 
@@ -110,6 +159,7 @@ class ProfileConfig(_Section):
     random_buffer: RandomBufferConfig
     collect: CollectConfig
     sac: SACConfig = Field(default_factory=SACConfig)
+    model: ModelConfig = Field(default_factory=ModelConfig)
 
 
 def _format_validation_error(source: str, err: ValidationError) -> str:

@@ -7,6 +7,7 @@ one `baddbmm`, which matters most on GPUs where kernel-launch overhead dominates
 
 from __future__ import annotations
 
+import itertools
 import math
 from collections.abc import Sequence
 
@@ -47,8 +48,8 @@ class BatchedMLP(nn.Module):
     ) -> None:
         super().__init__()
         widths = [in_dim, *hidden_sizes, out_dim]
-        self.layers = nn.ModuleList(
-            BatchedLinear(members, a, b) for a, b in zip(widths[:-1], widths[1:], strict=True)
+        self.layers: list[BatchedLinear] = nn.ModuleList(  # type: ignore[assignment]
+            BatchedLinear(members, a, b) for a, b in itertools.pairwise(widths)
         )
         self.activation = activation()
 

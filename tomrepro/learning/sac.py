@@ -29,6 +29,9 @@ _HALF_LOG_2PI = 0.5 * math.log(2 * math.pi)
 class SquashedGaussianActor(nn.Module):
     """pi(a|s): a Gaussian in pre-tanh space, squashed by tanh and scaled to the action bounds."""
 
+    action_scale: torch.Tensor
+    action_bias: torch.Tensor
+
     def __init__(
         self, obs_dim: int, act_dim: int, hidden: tuple[int, ...], low: np.ndarray, high: np.ndarray
     ) -> None:
@@ -114,9 +117,9 @@ class SAC:
         self.actor_opt = torch.optim.Adam(self.actor.parameters(), lr=cfg.lr, fused=True)
         self.critic_opt = torch.optim.Adam(self.critic.parameters(), lr=cfg.lr, fused=True)
         self.alpha_opt = torch.optim.Adam([self.log_alpha], lr=cfg.lr, fused=True)
-        self._actor_params = list(self.actor.parameters())
-        self._online = list(self.critic.parameters())
-        self._targets = list(self.critic_target.parameters())
+        self._actor_params: list[torch.Tensor] = list(self.actor.parameters())
+        self._online: list[torch.Tensor] = list(self.critic.parameters())
+        self._targets: list[torch.Tensor] = list(self.critic_target.parameters())
 
     def update(self, batch: SACBatch) -> torch.Tensor:
         """One SAC step; returns [critic loss, actor loss, alpha, entropy] as a detached tensor."""

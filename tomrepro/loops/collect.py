@@ -109,20 +109,23 @@ class Collector:
         *,
         device: str | None = None,
         overwrite: bool = False,
+        rerun_complete: bool = False,
         progress: bool = True,
     ) -> None:
         self.profile, self.cfg = profile, profile.collect
         self.paths = CollectPaths(Path(out_dir))
         self.task = get_task(self.cfg.task)
         self.device = resolve_device(device or profile.device)
-        self.overwrite, self.progress = overwrite, progress
+        self.overwrite, self.rerun_complete, self.progress = overwrite, rerun_complete, progress
         self.config = run_config(profile)
         self.timings = {"env": 0.0, "sac_updates": 0.0, "writing": 0.0}
 
     # --- deciding where to start -------------------------------------------------------------
 
     def _prepare_directory(self) -> str:
-        """'done', 'resume' or 'fresh'; refuses to touch output made with another config."""
+        """'done', 'resume' or 'fresh'; refuses to touch output made with another config unless
+        `overwrite`; `rerun_complete` redoes a finished run (DVC reruns a stage after code changes,
+        which the stored config cannot see)."""
         try:
             self.paths.root.mkdir(parents=True, exist_ok=True)
             self.paths.checkpoints.mkdir(exist_ok=True)
@@ -133,16 +136,19 @@ class Collector:
         if not self.paths.buffer.exists():
             return "fresh"
         meta = read_metadata(self.paths.buffer, allow_incomplete=True)
-        if json.dumps(meta.config, sort_keys=True) != json.dumps(self.config, sort_keys=True):
-            if not self.overwrite:
-                raise TomreproError(
-                    f"{self.paths.root} holds a collection with a different config; "
-                    "choose another --out or pass --overwrite"
-                )
-            shutil.rmtree(self.paths.checkpoints)
-            self.paths.checkpoints.mkdir()
-            return "fresh"
-        return "done" if meta.complete else "resume"
+        same = json.dumps(meta.config, sort_keys=True) == json.dumps(self.config, sort_keys=True)
+        if not same and not self.overwrite:
+            raise TomreproError(
+                f"{self.paths.root} holds a collection with a different config; "
+                "choose another --out or pass --overwrite"
+            )
+        if same and not meta.complete:
+            return "resume"
+        if same and not self.rerun_complete:
+            return "done"
+        shutil.rmtree(self.paths.checkpoints)
+        self.paths.checkpoints.mkdir()
+        return "fresh"
 
     def _latest_usable_checkpoint(self, rows_end: int) -> Path | None:
         """Newest checkpoint whose env step the written buffer covers."""
@@ -229,7 +235,8 @@ class Collector:
                 obs, state.episode_step = next_obs, state.episode_step + 1
             tock = time.perf_counter()
             self.timings["env"] += tock - tick
-            if step >= cfg.random_steps and len(buffer) >= self.profile.sac.batch_size:
+            learning = cfg.updates_per_step and step >= cfg.random_steps
+            if learning and len(buffer) >= self.profile.sac.batch_size:
                 for _ in range(cfg.updates_per_step):
                     stats = sac.update(sampler.sample())
                 state.updates += cfg.updates_per_step

@@ -1,0 +1,180 @@
+"""Weighted maximum-likelihood fitting of a `DynamicsModel` (one trainer for both families).
+
+Per-transition weights w (TOM's occupancy ratios, PMAC's recency weights, or w = 1 for MLE) enter
+in one of two ways that estimate the same objective E_w[NLL]:
+- `resample` (the official TOM code): w is clipped at `weight_clip`, each member draws its own
+  minibatch indices with probability ∝ w, and the NLL is unweighted;
+- `loss`: each member draws its own uniform minibatch and the NLL is multiplied by w / mean(w).
+The holdout NLL is weighted the same way (clipped w, or w / mean(w)); it drives early stopping
+(stop after `patience` epochs in which no member improved by `min_improvement`), the best
+weights of each member are restored, and the `elites` best members are kept for prediction.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+
+from tomrepro.core.config import ModelConfig
+from tomrepro.core.errors import TomreproError
+from tomrepro.learning.dynamics_model import DynamicsModel
+
+
+@dataclass
+class FitLog:
+    """Training curve and outcome of one fit."""
+
+    epochs: int = 0
+    best_epoch: list[int] = field(default_factory=list)
+    train_loss: list[float] = field(default_factory=list)
+    holdout_loss: list[list[float]] = field(default_factory=list)  # per epoch, per member
+    elites: list[int] = field(default_factory=list)
+    train_size: int = 0
+    holdout_size: int = 0
+    seconds: float = 0.0
+    gradient_steps: int = 0
+
+    def as_dict(self) -> dict[str, object]:
+        return dict(self.__dict__)
+
+
+def check_weights(weights: np.ndarray, rows: int) -> np.ndarray:
+    """Weights must be one finite, non-negative number per row, not all zero."""
+    weights = np.asarray(weights)
+    if weights.ndim != 1 or len(weights) != rows:
+        raise TomreproError(f"weights have shape {weights.shape}, expected ({rows},)")
+    if not np.isfinite(weights).all():
+        raise TomreproError("weights contain NaN or inf")
+    if (weights < 0).any():
+        raise TomreproError("weights contain negative entries")
+    if not (weights > 0).any():
+        raise TomreproError("weights are all zero")
+    return weights.astype(np.float64)
+
+
+class _IndexSampler:
+    """Draws (E, B) row indices with fixed probabilities via inverse-CDF search (O(B log N))."""
+
+    def __init__(self, probs: np.ndarray, device: torch.device, generator: torch.Generator):
+        cdf = np.cumsum(probs / probs.sum())
+        cdf[-1] = 1.0
+        self.cdf = torch.as_tensor(cdf, dtype=torch.float64)
+        self.device, self.generator = device, generator
+
+    def draw(self, shape: tuple[int, int]) -> torch.Tensor:
+        u = torch.rand(shape, generator=self.generator, dtype=torch.float64)
+        idx = torch.searchsorted(self.cdf, u, right=True).clamp_(max=len(self.cdf) - 1)
+        return idx.to(self.device)
+
+
+def fit_dynamics(
+    model: DynamicsModel,
+    inputs: np.ndarray,
+    targets: np.ndarray,
+    weights: np.ndarray | None,
+    generator: torch.Generator,
+    device: torch.device,
+) -> FitLog:
+    """Fit `model` in place on rows (N, in) -> (N, out) with optional per-row weights."""
+    cfg: ModelConfig = model.cfg
+    n = len(inputs)
+    w = np.ones(n) if weights is None else check_weights(weights, n)
+    start = time.perf_counter()
+    split_rng = np.random.default_rng(int(torch.randint(0, 2**31 - 1, (1,), generator=generator)))
+    order = split_rng.permutation(n)
+    n_hold = min(int(n * cfg.holdout_ratio), cfg.max_holdout)
+    hold, train = order[:n_hold], order[n_hold:]
+    if len(train) == 0 or not (w[train] > 0).any():
+        raise TomreproError("no training rows with positive weight after the holdout split")
+
+    model.to(device)
+    model.fit_normalization(inputs[train], targets[train])
+    model.net.reset_parameters(generator)
+    x_train = torch.as_tensor(inputs[train], device=device)
+    y_train = torch.as_tensor(targets[train], device=device)
+    x_hold = torch.as_tensor(inputs[hold], device=device)
+    y_hold = torch.as_tensor(targets[hold], device=device)
+
+    if cfg.weighting == "resample":
+        draw_probs, train_w = np.minimum(w[train], cfg.weight_clip), None
+        hold_w = np.minimum(w[hold], cfg.weight_clip)
+    else:
+        draw_probs = np.ones(len(train))
+        train_w = torch.as_tensor(w[train] / w[train].mean(), dtype=torch.float32, device=device)
+        hold_w = w[hold] / w[train].mean()
+    sampler = _IndexSampler(draw_probs, device, generator)
+    hold_weight = torch.as_tensor(
+        hold_w / max(hold_w.sum(), 1e-12), dtype=torch.float32, device=device
+    )
+
+    members, batch = model.members, cfg.batch_size
+    steps = cfg.batches_per_epoch or max(1, len(train) // batch)
+    optimizer = torch.optim.Adam(model.net.parameters(), lr=cfg.lr)
+    per_member = [p.shape[0] == members and members > 1 for p in model.net.parameters()]
+    best_state = [p.detach().clone() for p in model.net.parameters()]
+    best = torch.full((members,), float("inf"))
+    log = FitLog(train_size=len(train), holdout_size=n_hold, best_epoch=[0] * members)
+    stale = 0
+    for epoch in range(cfg.max_epochs):
+        total = torch.zeros(members, device=device)
+        for _ in range(steps):
+            idx = sampler.draw((members, batch))  # (E, B): each member its own minibatch
+            x = model.normalize_inputs(x_train[idx])
+            y = model.normalize_targets(y_train[idx])
+            nll = model.net.nll(x, y)  # (E, B)
+            if train_w is not None:
+                nll = nll * train_w[idx]
+            member_loss = nll.mean(1)  # (E,)
+            loss = member_loss.sum() + model.net.regularizer()
+            optimizer.zero_grad(set_to_none=False)
+            loss.backward()
+            optimizer.step()
+            total += member_loss.detach()
+        log.gradient_steps += steps
+        train_loss = (total / steps).cpu()
+        log.train_loss.append(float(train_loss.mean()))
+        # Without a holdout split, the training loss has to stand in for it.
+        holdout = _holdout_loss(model, x_hold, y_hold, hold_weight) if n_hold else train_loss
+        log.holdout_loss.append(holdout.tolist())
+        improved = (best - holdout) / best.abs().clamp_min(1e-12) > cfg.min_improvement
+        improved |= torch.isinf(best)
+        if improved.any():
+            stale = 0
+            with torch.no_grad():
+                for p, saved, split in zip(
+                    model.net.parameters(), best_state, per_member, strict=True
+                ):
+                    if split:
+                        saved[improved] = p[improved]
+                    else:
+                        saved.copy_(p)
+            best = torch.where(improved, holdout, best)
+            log.best_epoch = [
+                epoch if i else b for i, b in zip(improved.tolist(), log.best_epoch, strict=True)
+            ]
+        else:
+            stale += 1
+        log.epochs = epoch + 1
+        if stale >= cfg.patience:
+            break
+    with torch.no_grad():
+        for p, saved in zip(model.net.parameters(), best_state, strict=True):
+            p.copy_(saved)
+    elites = torch.argsort(best)[: cfg.elites].sort().values
+    model.elites.copy_(elites)
+    log.elites = elites.tolist()
+    log.seconds = time.perf_counter() - start
+    return log
+
+
+@torch.no_grad()
+def _holdout_loss(
+    model: DynamicsModel, x: torch.Tensor, y: torch.Tensor, weight: torch.Tensor
+) -> torch.Tensor:
+    """Weighted mean NLL per member on the holdout rows: (E,) on CPU."""
+    xn = model.normalize_inputs(x).unsqueeze(0).expand(model.members, -1, -1)
+    nll = model.net.nll(xn, model.normalize_targets(y).unsqueeze(0))  # (E, H)
+    return (nll * weight).sum(1).cpu()
