@@ -170,6 +170,122 @@ def collect(
     click.echo(f"wrote {path}")
 
 
+@cli.command("train-model")
+@click.argument("buffer", type=click.Path(path_type=Path))
+@click.option(
+    "--out",
+    type=click.Path(path_type=Path),
+    required=True,
+    help="Model file (.pt); the training curve goes beside it as .json.",
+)
+@click.option(
+    "--profile",
+    default="default",
+    show_default=True,
+    help="Profile whose `model` section sets architecture and budget.",
+)
+@click.option(
+    "--prefix-end",
+    type=click.IntRange(min=1),
+    default=None,
+    help="Use only transitions before this env step (the data at a snapshot).",
+)
+@click.option(
+    "--weights",
+    "weights_path",
+    type=click.Path(path_type=Path),
+    default=None,
+    help="Per-transition weights (.npy, or .npz with 'weights'); default: all 1 (MLE).",
+)
+@click.option("--family", type=click.Choice(["ensemble", "mdn"]), default=None)
+@click.option("--weighting", type=click.Choice(["resample", "loss"]), default=None)
+@click.option("--seed", type=int, default=None, help="Default: the profile's seed.")
+@click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default=None)
+def train_model_command(
+    buffer: Path,
+    out: Path,
+    profile: str,
+    prefix_end: int | None,
+    weights_path: Path | None,
+    family: str | None,
+    weighting: str | None,
+    seed: int | None,
+    device: str | None,
+) -> None:
+    """Fit a dynamics model (weighted MLE) on a buffer or its prefix."""
+    from tomrepro.core.config import load_profile
+    from tomrepro.loops.model_stages import train_model
+
+    path = train_model(
+        load_profile(profile),
+        buffer,
+        out,
+        prefix_end=prefix_end,
+        weights_path=weights_path,
+        family=family,
+        weighting=weighting,
+        seed=seed,
+        device=device,
+    )
+    click.echo(f"wrote {path}")
+
+
+@cli.command("eval-model")
+@click.argument("model", type=click.Path(path_type=Path))
+@click.argument("data", type=click.Path(path_type=Path))
+@click.option("--out", type=click.Path(path_type=Path), required=True, help="Errors as JSON.")
+@click.option(
+    "--weighting",
+    type=click.Choice(["occupancy", "uniform"]),
+    default="occupancy",
+    show_default=True,
+    help="occupancy: gamma^t on episode step t (on-policy data); uniform: the buffer.",
+)
+@click.option("--gamma", type=float, default=0.99, show_default=True)
+@click.option(
+    "--horizon", type=int, default=10, show_default=True, help="Longest open-loop horizon."
+)
+@click.option(
+    "--prefix-end",
+    type=click.IntRange(min=1),
+    default=None,
+    help="Evaluate only on transitions before this env step.",
+)
+@click.option(
+    "--netcdf",
+    type=click.Path(path_type=Path),
+    default=None,
+    help="Also write the errors as a netCDF file (xarray, h5netcdf).",
+)
+@click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto")
+def eval_model_command(
+    model: Path,
+    data: Path,
+    out: Path,
+    weighting: str,
+    gamma: float,
+    horizon: int,
+    prefix_end: int | None,
+    netcdf: Path | None,
+    device: str,
+) -> None:
+    """One-step and open-loop errors of a model on a buffer's transitions."""
+    from tomrepro.loops.model_stages import eval_model
+
+    path = eval_model(
+        model,
+        data,
+        out,
+        weighting=weighting,
+        gamma=gamma,
+        horizon=horizon,
+        prefix_end=prefix_end,
+        netcdf=netcdf,
+        device=device,
+    )
+    click.echo(f"wrote {path}")
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point: user errors become one line on stderr and exit code 2, never a traceback."""
     try:

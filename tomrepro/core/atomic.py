@@ -33,3 +33,10 @@ def atomic_path(target: str | os.PathLike[str]) -> Iterator[Path]:
     finally:
         with contextlib.suppress(FileNotFoundError):
             tmp.unlink()
+
+
+def write_bytes_atomic(target: str | os.PathLike[str], data: bytes) -> Path:
+    """Write `data` to `target` atomically."""
+    with atomic_path(target) as tmp:
+        tmp.write_bytes(data)
+    return Path(target)

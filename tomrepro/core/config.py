@@ -134,6 +134,11 @@ class ModelConfig(_Section):
         0.01, description="Relative holdout-loss gain that counts as improvement."
     )
     weight_clip: PositiveFloat = Field(10.0, description="Clip on weights before resampling.")
+    holdout_metric: Literal["mse", "nll"] = Field(
+        "mse",
+        description="Weighted holdout metric for early stopping and elites: `mse` (MBPO's; always "
+        "positive, so relative gains are meaningful) or `nll` (the official TOM mdn code's).",
+    )
 
     @field_validator("hidden_sizes", mode="before")
     @classmethod

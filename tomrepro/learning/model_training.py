@@ -5,7 +5,8 @@ in one of two ways that estimate the same objective E_w[NLL]:
 - `resample` (the official TOM code): w is clipped at `weight_clip`, each member draws its own
   minibatch indices with probability ∝ w, and the NLL is unweighted;
 - `loss`: each member draws its own uniform minibatch and the NLL is multiplied by w / mean(w).
-The holdout NLL is weighted the same way (clipped w, or w / mean(w)); it drives early stopping
+The holdout metric (MSE of the mean, or NLL) is weighted the same way (clipped w, or w / mean(w));
+it drives early stopping
 (stop after `patience` epochs in which no member improved by `min_improvement`), the best
 weights of each member are restored, and the `elites` best members are kept for prediction.
 """
@@ -112,7 +113,7 @@ def fit_dynamics(
 
     members, batch = model.members, cfg.batch_size
     steps = cfg.batches_per_epoch or max(1, len(train) // batch)
-    optimizer = torch.optim.Adam(model.net.parameters(), lr=cfg.lr)
+    optimizer = torch.optim.Adam(model.net.parameters(), lr=cfg.lr, fused=True)
     per_member = [p.shape[0] == members and members > 1 for p in model.net.parameters()]
     best_state = [p.detach().clone() for p in model.net.parameters()]
     best = torch.full((members,), float("inf"))
@@ -174,7 +175,11 @@ def fit_dynamics(
 def _holdout_loss(
     model: DynamicsModel, x: torch.Tensor, y: torch.Tensor, weight: torch.Tensor
 ) -> torch.Tensor:
-    """Weighted mean NLL per member on the holdout rows: (E,) on CPU."""
-    xn = model.normalize_inputs(x).unsqueeze(0).expand(model.members, -1, -1)
-    nll = model.net.nll(xn, model.normalize_targets(y).unsqueeze(0))  # (E, H)
-    return (nll * weight).sum(1).cpu()
+    """Weighted holdout metric per member, in standardised units: (E,) on CPU."""
+    if model.cfg.holdout_metric == "nll":
+        per_row = model.nll(x, y)  # (E, H)
+    else:
+        xs = model._per_member(model.normalize_inputs(x))
+        mean = torch.cat([model.net.mean(c) for c in xs], dim=1)  # (E, H, out)
+        per_row = (mean - model.normalize_targets(y)).square().mean(-1)
+    return (per_row * weight).sum(1).cpu()

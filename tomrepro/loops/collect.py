@@ -45,6 +45,7 @@ from tomrepro.core.tasks import get_task
 from tomrepro.learning.devices import resolve_device
 from tomrepro.learning.policy import SnapshotPolicy
 from tomrepro.learning.sac import SAC, MinibatchSampler
+from tomrepro.learning.serialization import save_tensors
 
 log = logging.getLogger(__name__)
 
@@ -279,8 +280,7 @@ class Collector:
             },
             "config": json.dumps(self.config, sort_keys=True),
         }
-        with atomic_path(self.paths.checkpoint(state.version)) as tmp:
-            torch.save(payload, tmp)
+        save_tensors(payload, self.paths.checkpoint(state.version))
         if len(buffer):
             write_buffer(self.paths.buffer, buffer, self._metadata(complete=False), snapshots)
         self.timings["writing"] += time.perf_counter() - tick
@@ -329,8 +329,7 @@ class Collector:
     ) -> None:
         tick = time.perf_counter()
         final = self.paths.checkpoints / "agent_final.pt"
-        with atomic_path(final) as tmp:
-            torch.save({"env_step": state.step, "sac": sac.state_dict()}, tmp)
+        save_tensors({"env_step": state.step, "sac": sac.state_dict()}, final)
         write_buffer(self.paths.buffer, buffer, self._metadata(complete=True), snapshots)
         self.timings["writing"] += time.perf_counter() - tick
         critic_loss, actor_loss, alpha, entropy = (float(x) for x in stats)
