@@ -18,7 +18,7 @@ import numpy as np
 from tomrepro.core.buffer import ReplayBuffer
 from tomrepro.core.buffer_file import BufferMetadata, read_buffer, write_buffer
 from tomrepro.core.tasks import get_task
-from tomrepro.loops.random_rollout import random_rollout
+from tomrepro.loops.rollout import random_rollout
 
 
 def tiled_hopper_buffer(rows: int, base_rows: int = 50_000) -> ReplayBuffer:

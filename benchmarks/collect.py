@@ -22,7 +22,7 @@ from tomrepro.core.config import load_profile, with_overrides
 from tomrepro.core.tasks import get_task
 from tomrepro.learning.sac import SAC, MinibatchSampler
 from tomrepro.loops.collect import Collector
-from tomrepro.loops.random_rollout import random_rollout
+from tomrepro.loops.rollout import random_rollout
 
 PROFILES = Path(__file__).resolve().parents[1] / "pipelines"
 

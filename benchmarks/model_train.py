@@ -25,7 +25,7 @@ from tomrepro.core.tasks import get_task
 from tomrepro.learning.dynamics_model import DynamicsModel, model_inputs, model_targets
 from tomrepro.learning.dynamics_networks import GaussianEnsemble
 from tomrepro.learning.model_training import fit_dynamics
-from tomrepro.loops.random_rollout import random_rollout
+from tomrepro.loops.rollout import random_rollout
 
 MEMBERS, HIDDEN, BATCH = 7, (200, 200, 200, 200), 256
 IN_DIM, OUT_DIM = 11 + 3, 11 + 1  # Hopper: [s, a] -> [s' - s, r]

@@ -13,7 +13,7 @@ from tomrepro.cli import main
 from tomrepro.core.buffer import ReplayBuffer
 from tomrepro.core.buffer_file import BufferMetadata, PolicySnapshot, write_buffer
 from tomrepro.core.tasks import get_task
-from tomrepro.loops.random_rollout import random_rollout
+from tomrepro.loops.rollout import random_rollout
 
 os.environ.setdefault("DVC_NO_ANALYTICS", "1")
 os.environ.setdefault("RAY_AUTH_MODE", "disabled")

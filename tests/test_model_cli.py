@@ -15,7 +15,7 @@ from tomrepro.core.buffer_file import BufferMetadata, read_buffer, write_buffer
 from tomrepro.core.tasks import get_task
 from tomrepro.learning.dynamics_model import load_dynamics_model
 from tomrepro.loops.model_error import evaluate_model, occupancy_weights
-from tomrepro.loops.random_rollout import random_rollout
+from tomrepro.loops.rollout import random_rollout
 
 SMOKE = str(REPO_ROOT / "pipelines" / "smoke.yaml")
 

@@ -153,6 +153,37 @@ class ModelConfig(_Section):
         return self
 
 
+class TOMConfig(_Section):
+    """TOM's weight estimation: discriminator, dual-RL Q network, recency baseline (DESIGN §3)."""
+
+    recent_size: PositiveInt = Field(1000, description="K: the last K transitions form D^pi.")
+    divergence: Literal["chi2", "kl"] = Field("chi2", description="f-divergence of the dual.")
+    gamma: Discount = Field(0.99, description="Discount of the dual problem.")
+    discriminator_steps: PositiveInt = Field(400, description="Adam steps per round.")
+    discriminator_batch: PositiveInt = Field(256, description="Batch of each class per step.")
+    discriminator_lr: PositiveFloat = Field(3.0e-4, description="Discriminator learning rate.")
+    discriminator_width: PositiveInt = Field(256, description="Discriminator hidden width.")
+    gradient_penalty: Annotated[float, Field(ge=0)] = Field(10.0, description="lambda of the GP.")
+    negative_target: Annotated[float, Field(ge=0, lt=1)] = Field(
+        0.1, description="Soft BCE target of replay-buffer negatives."
+    )
+    q_steps: PositiveInt = Field(1000, description="Adam steps of the Q network per round.")
+    q_batch: PositiveInt = Field(256, description="Q-network minibatch size.")
+    q_lr: PositiveFloat = Field(3.0e-4, description="Q-network learning rate.")
+    q_weight_decay: Annotated[float, Field(ge=0)] = Field(1.0e-4, description="L2 on Q.")
+    q_hidden_sizes: tuple[PositiveInt, ...] = Field(
+        (256, 256), min_length=1, description="Q-network hidden widths (ReLU)."
+    )
+    pmac_decay: Annotated[float, Field(gt=0, le=1)] = Field(
+        0.9, description="PMAC's weight decay per policy version of age."
+    )
+
+    @field_validator("q_hidden_sizes", mode="before")
+    @classmethod
+    def _list_to_tuple(cls, value: Any) -> Any:
+        return tuple(value) if isinstance(value, list) else value
+
+
 class ProfileConfig(_Section):
     """One profile: everything a `dvc repro` on it uses."""
 
@@ -165,6 +196,7 @@ class ProfileConfig(_Section):
     collect: CollectConfig
     sac: SACConfig = Field(default_factory=SACConfig)
     model: ModelConfig = Field(default_factory=ModelConfig)
+    tom: TOMConfig = Field(default_factory=TOMConfig)
 
 
 def _format_validation_error(source: str, err: ValidationError) -> str:

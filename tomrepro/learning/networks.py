@@ -24,11 +24,16 @@ class BatchedLinear(nn.Module):
         self.bias = nn.Parameter(torch.zeros(members, 1, out_dim))
 
     def reset_parameters(self, generator: torch.Generator) -> None:
-        """Xavier-uniform weights, zero biases (the initialisation of the official SAC code)."""
+        """Xavier-uniform weights, zero biases (the initialisation of the official SAC code).
+
+        Drawn on the CPU from a CPU `generator` and copied, so initial weights are the same on
+        every device.
+        """
         _, in_dim, out_dim = self.weight.shape
         bound = math.sqrt(6.0 / (in_dim + out_dim))
         with torch.no_grad():
-            self.weight.uniform_(-bound, bound, generator=generator)
+            draw = torch.empty(self.weight.shape).uniform_(-bound, bound, generator=generator)
+            self.weight.copy_(draw)
             self.bias.zero_()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

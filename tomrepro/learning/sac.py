@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import copy
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -39,6 +40,23 @@ class SquashedGaussianActor(nn.Module):
         self.net = BatchedMLP(1, obs_dim, hidden, 2 * act_dim)
         self.register_buffer("action_scale", torch.as_tensor((high - low) / 2, dtype=torch.float32))
         self.register_buffer("action_bias", torch.as_tensor((high + low) / 2, dtype=torch.float32))
+
+    @classmethod
+    def from_tensors(cls, tensors: Mapping[str, np.ndarray]) -> SquashedGaussianActor:
+        """Rebuild an actor from a policy snapshot (sizes are read off the tensors)."""
+        count = sum(1 for k in tensors if k.startswith("net.layers.") and k.endswith(".weight"))
+        shapes = [tensors[f"net.layers.{i}.weight"].shape for i in range(count)]
+        scale = np.asarray(tensors["action_scale"], dtype=np.float64)
+        bias = np.asarray(tensors["action_bias"], dtype=np.float64)
+        actor = cls(
+            shapes[0][1],
+            shapes[-1][2] // 2,
+            tuple(s[2] for s in shapes[:-1]),
+            bias - scale,
+            bias + scale,
+        )
+        actor.load_state_dict({k: torch.as_tensor(v) for k, v in tensors.items()})
+        return actor
 
     def distribution(self, obs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """(B, obs) -> mean, log_std, each (B, act), pre-squash."""
@@ -89,7 +107,11 @@ class SACBatch:
 
 
 class SAC:
-    """Actor, twin critics with targets, automatic entropy tuning, and their optimisers."""
+    """Actor, twin critics with targets, automatic entropy tuning, and their optimisers.
+
+    `generator` lives on `device` and drives all sampling; initial weights come from a CPU
+    generator with the same seed, so they do not depend on the device.
+    """
 
     def __init__(
         self,
@@ -105,8 +127,9 @@ class SAC:
         hidden = tuple(cfg.hidden_sizes)
         self.actor = SquashedGaussianActor(obs_dim, act_dim, hidden, action_low, action_high)
         self.critic = TwinCritic(obs_dim, act_dim, hidden)
-        self.actor.net.reset_parameters(generator)
-        self.critic.net.reset_parameters(generator)
+        init = torch.Generator().manual_seed(int(generator.initial_seed()))
+        self.actor.net.reset_parameters(init)
+        self.critic.net.reset_parameters(init)
         self.critic_target = TwinCritic(obs_dim, act_dim, hidden)
         self.critic_target.load_state_dict(self.critic.state_dict())
         self.critic_target.requires_grad_(False)

@@ -173,8 +173,16 @@ class Collector:
             env.action_space.low.astype(np.float32),
             env.action_space.high.astype(np.float32),
         )
-        torch_gen = torch.Generator().manual_seed(seed)
-        sac = SAC(task.obs_dim, task.act_dim, low, high, self.profile.sac, self.device, torch_gen)
+        # Network init draws from a CPU generator; SAC's own sampling needs one on its device.
+        sac = SAC(
+            task.obs_dim,
+            task.act_dim,
+            low,
+            high,
+            self.profile.sac,
+            self.device,
+            torch.Generator(device=self.device).manual_seed(seed),
+        )
         buffer = ReplayBuffer(cfg.env_steps, task.obs_dim, task.act_dim)
         sampler = MinibatchSampler(
             buffer,

@@ -1,7 +1,8 @@
-"""Record a uniform-random policy on a real environment into a replay buffer."""
+"""Run a policy (uniform-random by default) on a real environment into a replay buffer."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -9,29 +10,50 @@ import numpy as np
 from tomrepro.core.buffer import ReplayBuffer
 from tomrepro.core.buffer_file import BufferMetadata, write_buffer
 from tomrepro.core.config import ProfileConfig
+from tomrepro.core.noise import StepNoise
 from tomrepro.core.tasks import Task, get_task
 
 
-def random_rollout(task: Task, env_steps: int, seed: int) -> ReplayBuffer:
-    """Step `task` for `env_steps` steps with uniform actions; policy version 0 throughout.
+def rollout(
+    task: Task,
+    env_steps: int,
+    seed: int,
+    act: Callable[[np.ndarray, int], np.ndarray] | None = None,
+    policy_version: int = 0,
+) -> ReplayBuffer:
+    """Step `task` for `env_steps` steps; `act(obs, step)` chooses actions (None: uniform).
 
-    Deterministic in `seed`: it seeds the first reset and draws actions from its own generator
+    Deterministic in `seed`: it seeds the first reset, and uniform actions come from `StepNoise`
     (Gymnasium's action-space sampler would need separate seeding to be reproducible).
     """
     if env_steps <= 0:
         raise ValueError("env_steps must be positive")
-    rng = np.random.default_rng(seed)
     env = task.make_env()
     low, high = env.action_space.low, env.action_space.high
+    if act is None:
+        uniform = StepNoise(seed, task.act_dim, "uniform")
+
+        def act(_: np.ndarray, step: int) -> np.ndarray:
+            return low + (high - low) * uniform.at(step)
+
     buffer = ReplayBuffer(env_steps, task.obs_dim, task.act_dim)
-    actions = rng.uniform(low, high, size=(env_steps, task.act_dim)).astype(np.float32)
     obs, _ = env.reset(seed=seed)
     episode, t = 0, 0
     try:
         for step in range(env_steps):
-            next_obs, reward, terminated, truncated, _ = env.step(actions[step])
+            action = act(obs, step)
+            next_obs, reward, terminated, truncated, _ = env.step(action)
             buffer.add(
-                obs, actions[step], reward, next_obs, terminated, truncated, episode, t, step, 0
+                obs,
+                action,
+                reward,
+                next_obs,
+                terminated,
+                truncated,
+                episode,
+                t,
+                step,
+                policy_version,
             )
             if terminated or truncated:
                 obs, _ = env.reset()
@@ -41,6 +63,11 @@ def random_rollout(task: Task, env_steps: int, seed: int) -> ReplayBuffer:
     finally:
         env.close()
     return buffer
+
+
+def random_rollout(task: Task, env_steps: int, seed: int) -> ReplayBuffer:
+    """Uniform-random actions, policy version 0."""
+    return rollout(task, env_steps, seed)
 
 
 def write_random_buffer(profile: ProfileConfig, out: Path) -> Path:

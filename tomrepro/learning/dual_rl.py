@@ -1,0 +1,132 @@
+"""f-DICE for a fixed policy: the Q network whose residuals give TOM's occupancy-ratio weights.
+
+    L(Q) = (1 - gamma) E_{s0 ~ mu0, a0 ~ pi}[Q(s0, a0)] + E_{(s,a,s') ~ D^R}[f*(e)],
+    e = R(s, a, s') + gamma (1 - terminated) Q(s', a') - Q(s, a),   a' ~ pi(s')
+
+chi2 (default): f*(x) = x + x^2 / 2 and w = max(0, e + 1); KL: the second term is
+log E[exp(e)] and w = exp(e). Weights are normalised to mean 1 over the buffer. The Q network has
+no target network and is kept across rounds when the caller keeps the estimator (the online loop
+does); only the optimiser's L2 (weight decay) regularises it, as in the official code.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+
+from tomrepro.core.config import TOMConfig
+from tomrepro.learning.networks import BatchedMLP
+from tomrepro.learning.sac import SquashedGaussianActor
+
+WEIGHT_CHUNK = 65_536
+
+
+@dataclass(frozen=True)
+class TransitionTensors:
+    """Buffer rows on the estimator's device: obs (N, o), actions (N, a), rewards R (N,),
+    next_obs (N, o), not_terminal (N,) = 1 - terminated."""
+
+    observations: torch.Tensor
+    actions: torch.Tensor
+    rewards: torch.Tensor
+    next_observations: torch.Tensor
+    not_terminal: torch.Tensor
+
+    def __len__(self) -> int:
+        return self.observations.shape[0]
+
+
+class OccupancyRatioEstimator:
+    """The dual-RL Q network and its optimiser; `fit` runs one round, `weights` reads it out."""
+
+    def __init__(
+        self, obs_dim: int, act_dim: int, cfg: TOMConfig, device: torch.device, seed: int
+    ) -> None:
+        self.cfg, self.device = cfg, device
+        self.q = BatchedMLP(1, obs_dim + act_dim, cfg.q_hidden_sizes, 1)
+        self.q.reset_parameters(torch.Generator().manual_seed(seed))
+        self.q.to(device)
+        self.optimizer = torch.optim.Adam(
+            self.q.parameters(), lr=cfg.q_lr, weight_decay=cfg.q_weight_decay
+        )
+        self.generator = torch.Generator(device=device).manual_seed(seed + 1)
+
+    def _value(self, obs: torch.Tensor, act: torch.Tensor) -> torch.Tensor:
+        return self.q(torch.cat((obs, act), dim=-1).unsqueeze(0))[0, :, 0]
+
+    def _residual(
+        self, data: TransitionTensors, idx: torch.Tensor | slice, actor: SquashedGaussianActor
+    ) -> torch.Tensor:
+        next_obs = data.next_observations[idx]
+        with torch.no_grad():
+            next_action, _ = actor.sample(next_obs, self.generator)
+        bootstrap = self.cfg.gamma * data.not_terminal[idx] * self._value(next_obs, next_action)
+        return (
+            data.rewards[idx] + bootstrap - self._value(data.observations[idx], data.actions[idx])
+        )
+
+    def fit(
+        self,
+        data: TransitionTensors,
+        initial_observations: torch.Tensor,
+        actor: SquashedGaussianActor,
+    ) -> list[float]:
+        """`cfg.q_steps` Adam steps on the dual loss; returns the loss per step."""
+        cfg, n, b = self.cfg, len(data), self.cfg.q_batch
+        losses = []
+        for _ in range(cfg.q_steps):
+            idx = torch.randint(0, n, (b,), generator=self.generator, device=self.device)
+            pick = torch.randint(
+                0, len(initial_observations), (b,), generator=self.generator, device=self.device
+            )
+            starts, next_obs = initial_observations[pick], data.next_observations[idx]
+            # One actor pass for a0 ~ pi(s0) and a' ~ pi(s'), one Q pass for all three values.
+            with torch.no_grad():
+                sampled, _ = self.actor_sample(actor, torch.cat((starts, next_obs)))
+            q0, q_next, q_here = self._value(
+                torch.cat((starts, next_obs, data.observations[idx])),
+                torch.cat((sampled, data.actions[idx])),
+            ).split(b)
+            e = data.rewards[idx] + cfg.gamma * data.not_terminal[idx] * q_next - q_here
+            if cfg.divergence == "chi2":
+                divergence_term = (e + 0.5 * e.square()).mean()
+            else:
+                divergence_term = torch.logsumexp(e, dim=0) - math.log(b)
+            loss = (1 - cfg.gamma) * q0.mean() + divergence_term
+            self.optimizer.zero_grad(set_to_none=False)
+            loss.backward()
+            self.optimizer.step()
+            losses.append(loss.detach())
+        return torch.stack(losses).tolist()
+
+    def actor_sample(
+        self, actor: SquashedGaussianActor, obs: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        return actor.sample(obs, self.generator)
+
+    @torch.no_grad()
+    def weights(self, data: TransitionTensors, actor: SquashedGaussianActor) -> torch.Tensor:
+        """w = f*'(e) for every row (a' drawn once per row), normalised to mean 1: (N,)."""
+        e = torch.cat(
+            [
+                self._residual(data, slice(start, start + WEIGHT_CHUNK), actor)
+                for start in range(0, len(data), WEIGHT_CHUNK)
+            ]
+        )
+        if self.cfg.divergence == "chi2":
+            w = torch.clamp_min(e + 1, 0.0)
+        else:
+            w = torch.exp(e - e.max())
+        if not bool((w > 0).any()):
+            # Every residual fell below -1: the chi2 weights carry no information this round.
+            return torch.ones_like(w)
+        return w / w.mean()
+
+    def state_dict(self) -> dict[str, object]:
+        return {
+            "q": self.q.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "generator": self.generator.get_state(),
+        }

@@ -1,0 +1,91 @@
+"""`tomrepro weights`: per-transition weights for the data that existed at a policy snapshot."""
+
+from __future__ import annotations
+
+import io
+import json
+import time
+from pathlib import Path
+
+import numpy as np
+
+from tomrepro.core.atomic import atomic_path, write_bytes_atomic
+from tomrepro.core.buffer_file import content_digest, read_buffer, read_snapshot
+from tomrepro.core.config import ProfileConfig, with_overrides
+from tomrepro.core.errors import TomreproError
+from tomrepro.learning.devices import resolve_device
+from tomrepro.learning.recency_weights import pmac_weights, uniform_weights
+from tomrepro.learning.sac import SquashedGaussianActor
+from tomrepro.learning.tom_weights import estimate_tom_weights, weight_summary
+
+METHODS = ("tom", "tom-nodisc", "pmac", "uniform")
+
+
+def compute_weights(
+    profile: ProfileConfig,
+    buffer_path: Path,
+    snapshot: int,
+    method: str,
+    out: Path,
+    *,
+    divergence: str | None = None,
+    seed: int | None = None,
+    device: str | None = None,
+) -> Path:
+    """Weights for the prefix before snapshot `snapshot`'s env step, under that snapshot's policy.
+
+    Writes `out` (.npz with `weights` and the rows' `env_steps`) and `out` with suffix `.json`
+    (diagnostics). `weights` can be passed straight to `tomrepro train-model --weights`.
+    """
+    if method not in METHODS:
+        raise TomreproError(f"unknown method {method!r}; choose from {', '.join(METHODS)}")
+    profile = with_overrides(profile, "tom", divergence=divergence)
+    seed = profile.seed if seed is None else seed
+    loaded = read_buffer(buffer_path)
+    if snapshot not in loaded.snapshot_steps:
+        have = ", ".join(map(str, sorted(loaded.snapshot_steps))) or "none"
+        raise TomreproError(f"{buffer_path}: no policy snapshot {snapshot} (snapshots: {have})")
+    env_step = loaded.snapshot_steps[snapshot]
+    try:
+        prefix = loaded.buffer.prefix(env_step)
+    except ValueError as exc:
+        raise TomreproError(f"{buffer_path}: {exc}") from None
+    cols = prefix.columns()
+    start = time.perf_counter()
+    diagnostics: dict[str, object]
+    if method in ("tom", "tom-nodisc"):
+        actor = SquashedGaussianActor.from_tensors(read_snapshot(buffer_path, snapshot).tensors)
+        estimate, _ = estimate_tom_weights(
+            cols,
+            actor,
+            profile.tom,
+            use_discriminator=method == "tom",
+            seed=seed,
+            device=resolve_device(device or profile.device),
+        )
+        weights, diagnostics = estimate.weights, estimate.diagnostics
+    else:
+        weights = (
+            pmac_weights(cols["policy_versions"], snapshot, profile.tom.pmac_decay)
+            if method == "pmac"
+            else uniform_weights(len(prefix))
+        )
+        diagnostics = {"rows": len(prefix), **weight_summary(weights)}
+    report = {
+        "method": method,
+        "snapshot": snapshot,
+        "env_step": env_step,
+        "buffer": str(buffer_path),
+        "buffer_digest": content_digest(buffer_path),
+        "seed": seed,
+        "tom": profile.tom.model_dump(mode="json"),
+        "seconds": time.perf_counter() - start,
+        **diagnostics,
+    }
+    out.parent.mkdir(parents=True, exist_ok=True)
+    packed = io.BytesIO()
+    np.savez(packed, weights=weights, env_steps=cols["env_steps"])
+    write_bytes_atomic(out, packed.getvalue())
+    with atomic_path(out.with_suffix(".json")) as tmp:
+        tmp.write_text(json.dumps(report, indent=2))
+    return out
