@@ -339,6 +339,36 @@ def weights_command(
     click.echo(f"wrote {path}")
 
 
+@cli.command("offline-study")
+@click.argument("buffer", type=click.Path(path_type=Path))
+@click.option(
+    "--out",
+    type=click.Path(path_type=Path),
+    required=True,
+    help="Study directory (study.nc, study.csv, metrics.json, cells/, eval/).",
+)
+@click.option("--profile", default="default", show_default=True)
+@click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default=None)
+@click.option("--rerun-complete", is_flag=True, help="Redo a finished study.")
+@click.option("--quiet", is_flag=True, help="No progress bar.")
+def offline_study_command(
+    buffer: Path, out: Path, profile: str, device: str | None, rerun_complete: bool, quiet: bool
+) -> None:
+    """Per-snapshot MLE vs TOM vs PMAC models on a saved buffer, errors on pi_k's occupancy."""
+    from tomrepro.core.config import load_profile
+    from tomrepro.loops.offline_study import OfflineStudy
+
+    study = OfflineStudy(
+        load_profile(profile),
+        buffer,
+        out,
+        device=device,
+        rerun_complete=rerun_complete,
+        progress=not quiet,
+    )
+    click.echo(f"wrote {study.run()}")
+
+
 @cli.command("finite-mdp")
 @click.option("--mdps", type=click.IntRange(min=1), default=200, show_default=True)
 @click.option("--seed", type=int, default=0, show_default=True)

@@ -184,6 +184,37 @@ class TOMConfig(_Section):
         return tuple(value) if isinstance(value, list) else value
 
 
+class OfflineStudyConfig(_Section):
+    """Per-snapshot comparison of model learners on a saved buffer (DESIGN §4, step 2)."""
+
+    snapshots: tuple[PositiveInt, ...] = Field(
+        min_length=1, description="Policy snapshot versions k to study (each uses D^R[:k])."
+    )
+    methods: tuple[Literal["mle", "tom", "tom-nodisc", "pmac"], ...] = Field(
+        ("mle", "tom", "tom-nodisc", "pmac"), min_length=1, description="Model learners compared."
+    )
+    seeds: tuple[NonNegativeInt, ...] = Field((0,), min_length=1, description="Seeds per cell.")
+    eval_steps: PositiveInt = Field(
+        5000, description="Env steps of fresh on-policy episodes of pi_k to evaluate on."
+    )
+    eval_gamma: Discount = Field(0.99, description="Discount of the on-policy occupancy.")
+    horizon: PositiveInt = Field(10, description="Longest open-loop horizon H.")
+    age_bins: Annotated[int, Field(ge=2)] = Field(10, description="Age bins for C1 statistics.")
+
+    @field_validator("snapshots", "methods", "seeds", mode="before")
+    @classmethod
+    def _list_to_tuple(cls, value: Any) -> Any:
+        return tuple(value) if isinstance(value, list) else value
+
+    @model_validator(mode="after")
+    def _distinct(self) -> OfflineStudyConfig:
+        for name in ("snapshots", "methods", "seeds"):
+            values = getattr(self, name)
+            if len(set(values)) != len(values):
+                raise ValueError(f"{name} has repeated entries: {list(values)}")
+        return self
+
+
 class ProfileConfig(_Section):
     """One profile: everything a `dvc repro` on it uses."""
 
@@ -197,6 +228,7 @@ class ProfileConfig(_Section):
     sac: SACConfig = Field(default_factory=SACConfig)
     model: ModelConfig = Field(default_factory=ModelConfig)
     tom: TOMConfig = Field(default_factory=TOMConfig)
+    offline_study: OfflineStudyConfig | None = None
 
 
 def _format_validation_error(source: str, err: ValidationError) -> str:

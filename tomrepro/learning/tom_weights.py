@@ -12,6 +12,7 @@ from __future__ import annotations
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
+from itertools import pairwise
 from typing import Any
 
 import numpy as np
@@ -108,3 +109,25 @@ def estimate_tom_weights(
     diagnostics.update(weight_summary(weights))
     diagnostics["seconds"] = seconds
     return WeightEstimate(weights, diagnostics), estimator
+
+
+def recency_statistics(weights: np.ndarray, env_steps: np.ndarray, bins: int) -> dict[str, Any]:
+    """How weight depends on a transition's age (claim C1).
+
+    Rows are split into `bins` equal-count bins by age (bin 0 oldest, last bin newest); reported
+    are the mean weight per bin, the newest-bin / oldest-bin ratio, and Spearman's rank
+    correlation of weight with recency (NaN when the weights are constant, as for MLE).
+    """
+    from scipy.stats import spearmanr
+
+    order = np.argsort(env_steps, kind="stable")
+    edges = np.linspace(0, len(weights), bins + 1).astype(np.int64)
+    by_age = np.array([weights[order[a:b]].mean() for a, b in pairwise(edges)])
+    constant = np.ptp(weights) == 0
+    return {
+        "weight_by_age": by_age,
+        "newest_oldest_ratio": float(by_age[-1] / by_age[0]) if by_age[0] > 0 else float("inf"),
+        "spearman_recency": float("nan")
+        if constant
+        else float(spearmanr(weights, env_steps).statistic),
+    }
