@@ -22,9 +22,9 @@ from torch import nn
 
 from tomrepro.core.config import ModelConfig
 from tomrepro.core.tasks import get_task
-from tomrepro.learning.dynamics_model import DynamicsModel, model_inputs, model_targets
+from tomrepro.learning.dynamics_model import DynamicsModel
 from tomrepro.learning.dynamics_networks import GaussianEnsemble
-from tomrepro.learning.model_training import fit_dynamics
+from tomrepro.learning.model_training import fit_on_columns
 from tomrepro.loops.rollout import random_rollout
 
 MEMBERS, HIDDEN, BATCH = 7, (200, 200, 200, 200), 256
@@ -115,10 +115,9 @@ def fit_epochs(buffer_path: Path | None) -> None:
         cols = random_rollout(get_task("Hopper-v5"), 20_000, seed=0).columns()
         source = "a 20 000-step random Hopper-v5 rollout"
     model = DynamicsModel(ModelConfig(), 11, 3)
-    log = fit_dynamics(
+    log = fit_on_columns(
         model,
-        model_inputs(cols["observations"], cols["actions"]),
-        model_targets(cols["observations"], cols["next_observations"], cols["rewards"]),
+        cols,
         None,
         torch.Generator().manual_seed(0),
         torch.device("cpu"),

@@ -20,8 +20,8 @@ import torch
 
 from tomrepro.core.config import ModelConfig, TOMConfig
 from tomrepro.core.tasks import get_task
-from tomrepro.learning.dynamics_model import DynamicsModel, model_inputs, model_targets
-from tomrepro.learning.model_training import fit_dynamics
+from tomrepro.learning.dynamics_model import DynamicsModel
+from tomrepro.learning.model_training import fit_on_columns
 from tomrepro.learning.sac import SquashedGaussianActor
 from tomrepro.learning.tom_weights import estimate_tom_weights
 from tomrepro.loops.rollout import random_rollout
@@ -55,10 +55,9 @@ def main() -> None:
     cfg = ModelConfig(max_epochs=args.mle_epochs, patience=args.mle_epochs + 1)
     model = DynamicsModel(cfg, 11, 3)
     start = time.perf_counter()
-    log = fit_dynamics(
+    log = fit_on_columns(
         model,
-        model_inputs(cols["observations"], cols["actions"]),
-        model_targets(cols["observations"], cols["next_observations"], cols["rewards"]),
+        cols,
         None,
         torch.Generator().manual_seed(0),
         device,

@@ -14,6 +14,7 @@ weights of each member are restored, and the `elites` best members are kept for 
 from __future__ import annotations
 
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -21,7 +22,7 @@ import torch
 
 from tomrepro.core.config import ModelConfig
 from tomrepro.core.errors import TomreproError
-from tomrepro.learning.dynamics_model import DynamicsModel
+from tomrepro.learning.dynamics_model import DynamicsModel, model_inputs, model_targets
 
 
 @dataclass
@@ -183,3 +184,21 @@ def _holdout_loss(
         mean = torch.cat([model.net.mean(c) for c in xs], dim=1)  # (E, H, out)
         per_row = (mean - model.normalize_targets(y)).square().mean(-1)
     return (per_row * weight).sum(1).cpu()
+
+
+def fit_on_columns(
+    model: DynamicsModel,
+    columns: Mapping[str, np.ndarray],
+    weights: np.ndarray | None,
+    generator: torch.Generator,
+    device: torch.device,
+) -> FitLog:
+    """`fit_dynamics` on buffer columns: inputs [s, a], targets [s' - s, r]."""
+    return fit_dynamics(
+        model,
+        model_inputs(columns["observations"], columns["actions"]),
+        model_targets(columns["observations"], columns["next_observations"], columns["rewards"]),
+        weights,
+        generator,
+        device,
+    )

@@ -19,7 +19,7 @@ import json
 import logging
 import shutil
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -46,6 +46,7 @@ from tomrepro.learning.devices import resolve_device
 from tomrepro.learning.policy import SnapshotPolicy
 from tomrepro.learning.sac import SAC, MinibatchSampler
 from tomrepro.learning.serialization import save_tensors
+from tomrepro.loops.episode_recorder import EpisodeRecorder
 
 log = logging.getLogger(__name__)
 
@@ -90,13 +91,20 @@ def snapshot_steps(random_steps: int, every: int, total: int) -> list[int]:
 
 
 @dataclass
-class _LoopState:
+class _Run:
+    """Everything a collection carries from step to step, and what a checkpoint saves."""
+
+    env: Any
+    sac: SAC
+    sampler: MinibatchSampler
+    buffer: ReplayBuffer
+    recorder: EpisodeRecorder
+    obs: np.ndarray
+    snapshots: list[PolicySnapshot] = field(default_factory=list)
+    policy: SnapshotPolicy | None = None
     step: int = 0
     version: int = 0
     version_step: int = -1  # env step at which the current snapshot was taken
-    episode: int = 0
-    episode_step: int = 0
-    episode_return: float = 0.0
     updates: int = 0
 
 
@@ -166,13 +174,10 @@ class Collector:
         if start == "done":
             log.info("collect: %s is complete; nothing to do", self.paths.buffer)
             return self.paths.buffer
-        cfg, task = self.cfg, self.task
-        seed = self.profile.seed
+        cfg, task, seed = self.cfg, self.task, self.profile.seed
         env = task.make_env()
-        low, high = (
-            env.action_space.low.astype(np.float32),
-            env.action_space.high.astype(np.float32),
-        )
+        low = env.action_space.low.astype(np.float32)
+        high = env.action_space.high.astype(np.float32)
         # Network init draws from a CPU generator; SAC's own sampling needs one on its device.
         sac = SAC(
             task.obs_dim,
@@ -190,161 +195,118 @@ class Collector:
             self.device,
             torch.Generator().manual_seed(seed + 1),
         )
+        run = _Run(env, sac, sampler, buffer, EpisodeRecorder(env, buffer), env.reset(seed=seed)[0])
+        if start == "resume":
+            self._resume(run)
         normal = StepNoise(seed, task.act_dim, "normal")
         uniform = StepNoise(seed, task.act_dim, "uniform")
-        snapshots: list[PolicySnapshot] = []
-        state = _LoopState()
-        obs, _ = env.reset(seed=seed)
-        policy: SnapshotPolicy | None = None
-        if start == "resume":
-            resumed = self._resume(env, sac, sampler, buffer, snapshots, state)
-            if resumed is not None:
-                obs, policy = resumed
         snapshot_at = set(snapshot_steps(cfg.random_steps, cfg.snapshot_every, cfg.env_steps))
         bar = tqdm(
             total=cfg.env_steps,
-            initial=state.step,
+            initial=run.step,
             unit="step",
             disable=not self.progress,
             desc=f"collect {task.task_id}",
             mininterval=1.0,
         )
         stats = torch.zeros(4)
-        while state.step < cfg.env_steps:
-            step = state.step
-            if step in snapshot_at and step != state.version_step:
-                state.version, state.version_step = state.version + 1, step
-                snapshots.append(PolicySnapshot(state.version, step, sac.actor_arrays()))
-                policy = SnapshotPolicy(snapshots[-1].tensors)
-                self._checkpoint(env, sac, sampler, buffer, snapshots, state, obs)
+        while run.step < cfg.env_steps:
+            step = run.step
+            if step in snapshot_at and step != run.version_step:
+                run.version, run.version_step = run.version + 1, step
+                run.snapshots.append(PolicySnapshot(run.version, step, sac.actor_arrays()))
+                run.policy = SnapshotPolicy(run.snapshots[-1].tensors)
+                self._checkpoint(run)
             tick = time.perf_counter()
-            if policy is None:
+            if run.policy is None:
                 action = low + (high - low) * uniform.at(step)
             else:
-                action = policy.act(obs, normal.at(step))
-            next_obs, reward, terminated, truncated, _ = env.step(action)
-            buffer.add(
-                obs,
-                action,
-                reward,
-                next_obs,
-                terminated,
-                truncated,
-                state.episode,
-                state.episode_step,
-                step,
-                state.version,
-            )
-            state.episode_return += float(reward)
-            if terminated or truncated:
-                bar.set_postfix(ret=f"{state.episode_return:.1f}", refresh=False)
-                obs, _ = env.reset()
-                state.episode, state.episode_step, state.episode_return = state.episode + 1, 0, 0.0
-            else:
-                obs, state.episode_step = next_obs, state.episode_step + 1
+                action = run.policy.act(run.obs, normal.at(step))
+            run.obs, finished = run.recorder.step(run.obs, action, step, run.version)
+            if finished is not None:
+                bar.set_postfix(ret=f"{finished:.1f}", refresh=False)
             tock = time.perf_counter()
             self.timings["env"] += tock - tick
             learning = cfg.updates_per_step and step >= cfg.random_steps
             if learning and len(buffer) >= self.profile.sac.batch_size:
                 for _ in range(cfg.updates_per_step):
                     stats = sac.update(sampler.sample())
-                state.updates += cfg.updates_per_step
+                run.updates += cfg.updates_per_step
                 self.timings["sac_updates"] += time.perf_counter() - tock
-            state.step += 1
+            run.step += 1
             bar.update(1)
         bar.close()
         env.close()
-        self._finish(sac, buffer, snapshots, state, stats)
+        self._finish(run, stats)
         return self.paths.buffer
 
     def _metadata(self, complete: bool) -> BufferMetadata:
         return BufferMetadata(self.task.task_id, self.profile.seed, self.config, complete=complete)
 
-    def _checkpoint(
-        self,
-        env: Any,
-        sac: SAC,
-        sampler: MinibatchSampler,
-        buffer: ReplayBuffer,
-        snapshots: list[PolicySnapshot],
-        state: _LoopState,
-        obs: np.ndarray,
-    ) -> None:
+    def _checkpoint(self, run: _Run) -> None:
         """Agent state at the current snapshot, then the buffer so far (marked incomplete)."""
         tick = time.perf_counter()
-        env_state = capture_env_state(env)
+        env_state = capture_env_state(run.env)
         payload = {
-            "env_step": state.step,
-            "policy_version": state.version,
-            "sac": sac.state_dict(),
-            "sampler_generator": sampler.generator.get_state(),
+            "env_step": run.step,
+            "policy_version": run.version,
+            "sac": run.sac.state_dict(),
+            "sampler_generator": run.sampler.generator.get_state(),
             "env": {**env_state, "physics": torch.from_numpy(env_state["physics"])},
-            "observation": torch.from_numpy(np.asarray(obs, dtype=np.float64)),
+            "observation": torch.from_numpy(np.asarray(run.obs, dtype=np.float64)),
             "loop": {
-                "episode": state.episode,
-                "episode_step": state.episode_step,
-                "episode_return": state.episode_return,
-                "updates": state.updates,
+                "episode": run.recorder.episode,
+                "episode_step": run.recorder.episode_step,
+                "episode_return": run.recorder.episode_return,
+                "updates": run.updates,
             },
             "config": json.dumps(self.config, sort_keys=True),
         }
-        save_tensors(payload, self.paths.checkpoint(state.version))
-        if len(buffer):
-            write_buffer(self.paths.buffer, buffer, self._metadata(complete=False), snapshots)
+        save_tensors(payload, self.paths.checkpoint(run.version))
+        if len(run.buffer):
+            write_buffer(
+                self.paths.buffer, run.buffer, self._metadata(complete=False), run.snapshots
+            )
         self.timings["writing"] += time.perf_counter() - tick
 
-    def _resume(
-        self,
-        env: Any,
-        sac: SAC,
-        sampler: MinibatchSampler,
-        buffer: ReplayBuffer,
-        snapshots: list[PolicySnapshot],
-        state: _LoopState,
-    ) -> tuple[np.ndarray, SnapshotPolicy] | None:
-        """Restore the newest consistent checkpoint; None if there is none (start afresh)."""
-        written = read_buffer(self.paths.buffer, allow_incomplete=True)
-        rows = written.buffer.columns()
+    def _resume(self, run: _Run) -> None:
+        """Restore the newest consistent checkpoint into `run` (leave it fresh if there is none)."""
+        rows = read_buffer(self.paths.buffer, allow_incomplete=True).buffer.columns()
         rows_end = int(rows["env_steps"][-1]) + 1 if len(rows["env_steps"]) else 0
         path = self._latest_usable_checkpoint(rows_end)
         if path is None:
-            return None
+            return
         ckpt = torch.load(path, weights_only=True, map_location="cpu")
         step = int(ckpt["env_step"])
         keep = rows["env_steps"] < step
-        buffer.extend({k: v[keep] for k, v in rows.items()})
-        sac.load_state_dict(ckpt["sac"])
-        sampler.generator.set_state(ckpt["sampler_generator"])
+        run.buffer.extend({k: v[keep] for k, v in rows.items()})
+        run.sac.load_state_dict(ckpt["sac"])
+        run.sampler.generator.set_state(ckpt["sampler_generator"])
         env_state = dict(ckpt["env"])
         env_state["physics"] = env_state["physics"].numpy()
-        restore_env_state(env, env_state)
-        state.step, state.version = step, int(ckpt["policy_version"])
-        state.version_step = step
+        restore_env_state(run.env, env_state)
         loop = ckpt["loop"]
-        state.episode, state.episode_step = int(loop["episode"]), int(loop["episode_step"])
-        state.episode_return, state.updates = float(loop["episode_return"]), int(loop["updates"])
-        snapshots.extend(read_snapshot(self.paths.buffer, v) for v in range(1, state.version + 1))
-        log.info("collect: resuming at env step %d (policy version %d)", step, state.version)
-        return ckpt["observation"].numpy(), SnapshotPolicy(snapshots[-1].tensors)
+        run.recorder.episode = int(loop["episode"])
+        run.recorder.episode_step = int(loop["episode_step"])
+        run.recorder.episode_return = float(loop["episode_return"])
+        run.step, run.version_step, run.updates = step, step, int(loop["updates"])
+        run.version = int(ckpt["policy_version"])
+        run.snapshots.extend(read_snapshot(self.paths.buffer, v) for v in range(1, run.version + 1))
+        run.policy = SnapshotPolicy(run.snapshots[-1].tensors)
+        run.obs = ckpt["observation"].numpy()
+        log.info("collect: resuming at env step %d (policy version %d)", step, run.version)
 
-    def _finish(
-        self,
-        sac: SAC,
-        buffer: ReplayBuffer,
-        snapshots: list[PolicySnapshot],
-        state: _LoopState,
-        stats: torch.Tensor,
-    ) -> None:
+    def _finish(self, run: _Run, stats: torch.Tensor) -> None:
         tick = time.perf_counter()
         final = self.paths.checkpoints / "agent_final.pt"
-        save_tensors({"env_step": state.step, "sac": sac.state_dict()}, final)
-        write_buffer(self.paths.buffer, buffer, self._metadata(complete=True), snapshots)
+        save_tensors({"env_step": run.step, "sac": run.sac.state_dict()}, final)
+        write_buffer(self.paths.buffer, run.buffer, self._metadata(complete=True), run.snapshots)
         self.timings["writing"] += time.perf_counter() - tick
         critic_loss, actor_loss, alpha, entropy = (float(x) for x in stats)
         summary = {
-            "env_steps": state.step,
-            "sac_updates": state.updates,
-            "policy_versions": state.version,
+            "env_steps": run.step,
+            "sac_updates": run.updates,
+            "policy_versions": run.version,
             "last_losses": {
                 "critic": critic_loss,
                 "actor": actor_loss,

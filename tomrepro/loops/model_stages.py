@@ -17,10 +17,8 @@ from tomrepro.learning.devices import resolve_device
 from tomrepro.learning.dynamics_model import (
     DynamicsModel,
     load_dynamics_model,
-    model_inputs,
-    model_targets,
 )
-from tomrepro.learning.model_training import check_weights, fit_dynamics
+from tomrepro.learning.model_training import check_weights, fit_on_columns
 from tomrepro.loops.model_error import evaluate_model, occupancy_weights
 
 EVAL_WEIGHTINGS = ("occupancy", "uniform")
@@ -80,10 +78,9 @@ def train_model(
             raise TomreproError(f"{weights_path}: {exc}") from None
     torch_device = resolve_device(device or profile.device)
     model = DynamicsModel(profile.model, buffer.obs_dim, buffer.act_dim)
-    log = fit_dynamics(
+    log = fit_on_columns(
         model,
-        model_inputs(cols["observations"], cols["actions"]),
-        model_targets(cols["observations"], cols["next_observations"], cols["rewards"]),
+        cols,
         weights,
         torch.Generator().manual_seed(seed),
         torch_device,

@@ -46,8 +46,8 @@ from tomrepro.core.errors import TomreproError
 from tomrepro.core.noise import StepNoise
 from tomrepro.core.tasks import get_task
 from tomrepro.learning.devices import resolve_device
-from tomrepro.learning.dynamics_model import DynamicsModel, model_inputs, model_targets
-from tomrepro.learning.model_training import fit_dynamics
+from tomrepro.learning.dynamics_model import DynamicsModel
+from tomrepro.learning.model_training import fit_on_columns
 from tomrepro.learning.policy import SnapshotPolicy
 from tomrepro.learning.recency_weights import pmac_weights, uniform_weights
 from tomrepro.learning.sac import SquashedGaussianActor
@@ -220,10 +220,9 @@ class OfflineStudy:
         weights, diagnostics = self._weights(cols, cell)
         weight_seconds = time.perf_counter() - start
         model = DynamicsModel(self.profile.model, prefix.obs_dim, prefix.act_dim)
-        fit = fit_dynamics(
+        fit = fit_on_columns(
             model,
-            model_inputs(cols["observations"], cols["actions"]),
-            model_targets(cols["observations"], cols["next_observations"], cols["rewards"]),
+            cols,
             weights,
             torch.Generator().manual_seed(cell.seed),
             self.device,

@@ -12,6 +12,7 @@ from tomrepro.core.buffer_file import BufferMetadata, write_buffer
 from tomrepro.core.config import ProfileConfig
 from tomrepro.core.noise import StepNoise
 from tomrepro.core.tasks import Task, get_task
+from tomrepro.loops.episode_recorder import EpisodeRecorder
 
 
 def rollout(
@@ -37,29 +38,11 @@ def rollout(
             return low + (high - low) * uniform.at(step)
 
     buffer = ReplayBuffer(env_steps, task.obs_dim, task.act_dim)
+    recorder = EpisodeRecorder(env, buffer)
     obs, _ = env.reset(seed=seed)
-    episode, t = 0, 0
     try:
         for step in range(env_steps):
-            action = act(obs, step)
-            next_obs, reward, terminated, truncated, _ = env.step(action)
-            buffer.add(
-                obs,
-                action,
-                reward,
-                next_obs,
-                terminated,
-                truncated,
-                episode,
-                t,
-                step,
-                policy_version,
-            )
-            if terminated or truncated:
-                obs, _ = env.reset()
-                episode, t = episode + 1, 0
-            else:
-                obs, t = next_obs, t + 1
+            obs, _ = recorder.step(obs, act(obs, step), step, policy_version)
     finally:
         env.close()
     return buffer
