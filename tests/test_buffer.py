@@ -100,6 +100,11 @@ def test_initial_observations_are_the_episode_starts(hopper_buffer):
         ("episode_steps", lambda a: a.__setitem__(6, 99), "count up by one"),
         ("terminations", lambda a: a.__setitem__(6, True), "continues after"),
         ("next_observations", lambda a: a.__setitem__((8, 0), 1e3), "differs from"),
+        (
+            "episode_ids",
+            lambda a: a.__setitem__(slice(10, None), 1),
+            "must start at episode_steps 0",
+        ),
     ],
 )
 def test_inconsistent_columns_are_refused(column, mutate, message):

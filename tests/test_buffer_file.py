@@ -131,6 +131,14 @@ BAD_FILES = {
         _edit(lambda f: f.attrs.__setitem__("num_transitions", 5)),
         "num_transitions",
     ),
+    "column of strings": (
+        _replace("rewards", lambda a: a.astype("S8")),
+        "column rewards has dtype",
+    ),
+    "column with an extra dimension": (
+        _replace("terminations", lambda a: a[:, None]),
+        "expected bool with 1 dimension",
+    ),
     "env steps out of order": (
         _replace("env_steps", lambda a: a[::-1].copy()),
         "strictly increasing",

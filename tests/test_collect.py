@@ -191,3 +191,24 @@ def test_unwritable_output_is_a_one_line_error(run_cli, tmp_path):
         "--quiet",
     )
     assert code == 2 and "cannot create output directory" in err and err.count("\n") == 1
+
+
+def test_fresh_start_discards_stale_checkpoints(tmp_path):
+    out = tmp_path / "run"
+    (out / "checkpoints").mkdir(parents=True)
+    (out / "checkpoints" / "agent_v000009.pt").write_bytes(b"left over from another run")
+    Collector(SMOKE, out, progress=False).run()
+    assert not (out / "checkpoints" / "agent_v000009.pt").exists()
+    assert (out / "checkpoints" / "agent_v000001.pt").exists()
+
+
+def test_overwrite_replaces_an_unreadable_buffer_file(tmp_path, run_cli):
+    out = tmp_path / "run"
+    out.mkdir()
+    (out / "buffer.h5").write_text("not a buffer")
+    base = ["collect", "--profile", REPO_ROOT / "pipelines" / "smoke.yaml", "--out", out, "--quiet"]
+    code, _, err = run_cli(*base)
+    assert code == 2 and "not an HDF5 file" in err
+    code, _, err = run_cli(*base, "--overwrite")
+    assert code == 0, err
+    assert read_buffer(out / "buffer.h5").metadata.complete

@@ -134,3 +134,26 @@ def test_missing_snapshot_is_a_one_line_error(smoke_buffer, tmp_path, run_cli):
         "offline-study", smoke_buffer, "--out", tmp_path / "o", "--profile", profile, "--quiet"
     )
     assert code == 2 and err.count("\n") == 1 and "no policy snapshot(s) 40" in err
+
+
+def test_snapshot_with_no_data_before_it_is_a_one_line_error(tmp_path, run_cli):
+    from tomrepro.core.buffer_file import BufferMetadata, PolicySnapshot, write_buffer
+    from tomrepro.core.tasks import get_task
+    from tomrepro.learning.sac import SquashedGaussianActor
+    from tomrepro.loops.rollout import rollout
+
+    actor = SquashedGaussianActor(4, 1, (8,), np.array([-3.0]), np.array([3.0]))
+    tensors = {k: v.numpy() for k, v in actor.state_dict().items()}
+    buffer_path = tmp_path / "b.h5"
+    write_buffer(
+        buffer_path,
+        rollout(get_task("InvertedPendulum-v5"), 300, 0, policy_version=0),
+        BufferMetadata("InvertedPendulum-v5", 0),
+        [PolicySnapshot(1, 0, tensors)],
+    )
+    profile = tmp_path / "p.yaml"
+    profile.write_text(SMOKE.read_text().replace("snapshots: [2, 4]", "snapshots: [1]"))
+    code, _, err = run_cli(
+        "offline-study", buffer_path, "--out", tmp_path / "o", "--profile", profile, "--quiet"
+    )
+    assert code == 2 and err.count("\n") == 1 and "no transitions before env step 0" in err

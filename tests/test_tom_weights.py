@@ -226,3 +226,19 @@ def test_weights_command_refuses_an_incomplete_buffer(smoke_buffer, tmp_path, ru
         SMOKE,
     )
     assert code == 2 and "incomplete" in err
+
+
+def test_weights_command_refuses_a_json_output_path(smoke_buffer, tmp_path, run_cli):
+    code, _, err = run_cli(
+        "weights",
+        smoke_buffer,
+        "--snapshot",
+        "1",
+        "--method",
+        "uniform",
+        "--out",
+        tmp_path / "w.json",
+        "--profile",
+        SMOKE,
+    )
+    assert code == 2 and "use .npz" in err

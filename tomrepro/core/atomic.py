@@ -40,3 +40,12 @@ def write_bytes_atomic(target: str | os.PathLike[str], data: bytes) -> Path:
     with atomic_path(target) as tmp:
         tmp.write_bytes(data)
     return Path(target)
+
+
+def make_parent(target: str | os.PathLike[str]) -> None:
+    """Create the directory an output goes into; failure is a one-line user error."""
+    parent = Path(target).parent
+    try:
+        parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise TomreproError(f"cannot create directory {parent} for {target}: {exc}") from None

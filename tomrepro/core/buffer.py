@@ -75,6 +75,7 @@ class ReplayBuffer:
         }
         self._size = 0
         self._next = 0  # physical index the next row is written to
+        self.rows_written = 0  # ever, including overwritten ones
 
     @classmethod
     def from_columns(cls, columns: Mapping[str, np.ndarray], *, check: bool = True) -> ReplayBuffer:
@@ -90,7 +91,7 @@ class ReplayBuffer:
         buf = cls.__new__(cls)
         buf.capacity, buf.obs_dim, buf.act_dim = n, obs_dim, act_dim
         buf._data = {name: columns[name] for name in COLUMN_NAMES}
-        buf._size, buf._next = n, 0
+        buf._size, buf._next, buf.rows_written = n, 0, n
         return buf
 
     def __len__(self) -> int:
@@ -128,6 +129,7 @@ class ReplayBuffer:
         d["policy_versions"][i] = policy_version
         self._next = (i + 1) % self.capacity
         self._size = min(self._size + 1, self.capacity)
+        self.rows_written += 1
 
     def extend(self, columns: Mapping[str, np.ndarray]) -> None:
         """Append many rows at once (at most two slice copies per column, however many rows)."""
@@ -142,6 +144,7 @@ class ReplayBuffer:
             dst[: n - first] = src[first:]
         self._next = (self._next + n) % self.capacity
         self._size = min(self._size + n, self.capacity)
+        self.rows_written += n
 
     def storage(self) -> dict[str, np.ndarray]:
         """The preallocated arrays themselves (capacity rows, physical order): for zero-copy
@@ -268,6 +271,9 @@ def check_provenance(c: Mapping[str, np.ndarray]) -> None:
         raise BufferFormatError("an episode continues after its termination or truncation")
     if (same & (c["episode_steps"][1:] != c["episode_steps"][:-1] + 1)).any():
         raise BufferFormatError("episode_steps must count up by one within an episode")
+    # Only the first row may join an episode midway (a ring buffer may have overwritten its start).
+    if (~same & (c["episode_steps"][1:] != 0)).any():
+        raise BufferFormatError("an episode after the first row must start at episode_steps 0")
 
 
 def _check_continuity(c: Mapping[str, np.ndarray], n: int) -> None:

@@ -334,6 +334,13 @@ def _read_column(f: h5py.File, fd: int, path: Path, name: str) -> np.ndarray:
     ds = f.get(name)
     if not isinstance(ds, h5py.Dataset):
         raise BufferFormatError(f"{path}: missing column {name!r}")
+    spec = next(c for c in COLUMNS if c.name == name)
+    rank = 1 if spec.width == "scalar" else 2
+    if ds.dtype != spec.dtype or len(ds.shape) != rank:
+        raise BufferFormatError(
+            f"{path}: column {name} has dtype {ds.dtype} and shape {ds.shape}, expected "
+            f"{np.dtype(spec.dtype)} with {rank} dimension(s)"
+        )
     out = np.empty(ds.shape, dtype=ds.dtype)
     if not out.size:
         return out

@@ -5,8 +5,9 @@
 
 chi2 (default): f*(x) = x + x^2 / 2 and w = max(0, e + 1); KL: the second term is
 log E[exp(e)] and w = exp(e). Weights are normalised to mean 1 over the buffer. The Q network has
-no target network and is kept across rounds when the caller keeps the estimator (the online loop
-does); only the optimiser's L2 (weight decay) regularises it, as in the official code.
+no target network and is kept across rounds when the caller keeps the estimator (an online loop
+should; the offline study starts afresh per cell); only the optimiser's L2 (weight decay)
+regularises it, as in the official code.
 """
 
 from __future__ import annotations
@@ -84,7 +85,7 @@ class OccupancyRatioEstimator:
             starts, next_obs = initial_observations[pick], data.next_observations[idx]
             # One actor pass for a0 ~ pi(s0) and a' ~ pi(s'), one Q pass for all three values.
             with torch.no_grad():
-                sampled, _ = self.actor_sample(actor, torch.cat((starts, next_obs)))
+                sampled, _ = actor.sample(torch.cat((starts, next_obs)), self.generator)
             q0, q_next, q_here = self._value(
                 torch.cat((starts, next_obs, data.observations[idx])),
                 torch.cat((sampled, data.actions[idx])),
@@ -100,11 +101,6 @@ class OccupancyRatioEstimator:
             self.optimizer.step()
             losses.append(loss.detach())
         return torch.stack(losses).tolist()
-
-    def actor_sample(
-        self, actor: SquashedGaussianActor, obs: torch.Tensor
-    ) -> tuple[torch.Tensor, torch.Tensor]:
-        return actor.sample(obs, self.generator)
 
     @torch.no_grad()
     def weights(self, data: TransitionTensors, actor: SquashedGaussianActor) -> torch.Tensor:
@@ -123,10 +119,3 @@ class OccupancyRatioEstimator:
             # Every residual fell below -1: the chi2 weights carry no information this round.
             return torch.ones_like(w)
         return w / w.mean()
-
-    def state_dict(self) -> dict[str, object]:
-        return {
-            "q": self.q.state_dict(),
-            "optimizer": self.optimizer.state_dict(),
-            "generator": self.generator.get_state(),
-        }

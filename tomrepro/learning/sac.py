@@ -231,9 +231,9 @@ class MinibatchSampler:
         storage = buffer.storage()
         host = {k: torch.from_numpy(storage[k]) for k in self._FIELDS}
         self._host = host
-        self._mirrored = device.type == "cpu"
-        self._src = host if self._mirrored else {k: v.to(device) for k, v in host.items()}
-        self._synced = len(buffer)
+        self._shares_memory = device.type == "cpu"
+        self._src = host if self._shares_memory else {k: v.to(device) for k, v in host.items()}
+        self._synced = buffer.rows_written
         self._idx = torch.empty(batch_size, dtype=torch.long)
         self._out = {
             k: torch.empty((batch_size, *v.shape[1:]), dtype=v.dtype, device=device)
@@ -242,23 +242,23 @@ class MinibatchSampler:
         self._masks = torch.empty(batch_size, device=device)
 
     def _sync(self) -> None:
-        size = len(self.buffer)
-        if self._mirrored or size == self._synced:
+        """Copy rows written since the last draw to the device (all rows once the ring wraps)."""
+        written = self.buffer.rows_written
+        if self._shares_memory or written == self._synced:
             return
-        if self.buffer.wrapped or size < self._synced:
-            rows = slice(0, size)
-        else:
-            rows = slice(self._synced, size)
+        new = written - self._synced
+        size = len(self.buffer)
+        rows = slice(size - new, size) if written <= self.buffer.capacity else slice(0, size)
         for k, v in self._host.items():
             self._src[k][rows].copy_(v[rows], non_blocking=True)
-        self._synced = size
+        self._synced = written
 
     def sample(self) -> SACBatch:
         self._sync()
         torch.randint(
             0, len(self.buffer), (self.batch_size,), generator=self.generator, out=self._idx
         )
-        idx = self._idx if self._mirrored else self._idx.to(self.device, non_blocking=True)
+        idx = self._idx if self._shares_memory else self._idx.to(self.device, non_blocking=True)
         out = self._out
         for k, src in self._src.items():
             torch.index_select(src, 0, idx, out=out[k])

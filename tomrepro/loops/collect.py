@@ -1,7 +1,8 @@
 """`tomrepro collect`: SAC on a task, recorded into a replay buffer with policy snapshots.
 
 Timeline for N env steps, snapshot interval M and R random steps:
-- steps [0, R): uniform-random actions, policy version 0 (no snapshot);
+- until the first snapshot (the first multiple of M that is >= R): uniform-random actions,
+  policy version 0 (no snapshot); SAC learns from step R on;
 - at every step k with k % M == 0 and k >= R, before acting: the actor is frozen into snapshot
   version v (1, 2, ...), which chooses every action until the next snapshot, while SAC keeps
   training each step (from step R on). So each row's `policy_versions` names the exact parameters
@@ -39,7 +40,7 @@ from tomrepro.core.buffer_file import (
 )
 from tomrepro.core.config import ProfileConfig
 from tomrepro.core.env_state import capture_env_state, restore_env_state
-from tomrepro.core.errors import TomreproError
+from tomrepro.core.errors import BufferFormatError, TomreproError
 from tomrepro.core.noise import StepNoise
 from tomrepro.core.tasks import get_task
 from tomrepro.learning.devices import resolve_device
@@ -126,7 +127,8 @@ class Collector:
         self.task = get_task(self.cfg.task)
         self.device = resolve_device(device or profile.device)
         self.overwrite, self.rerun_complete, self.progress = overwrite, rerun_complete, progress
-        self.config = run_config(profile)
+        # Generator states differ between devices: a run is resumed only on the device it began on.
+        self.config = {**run_config(profile), "device": self.device.type}
         self.timings = {"env": 0.0, "sac_updates": 0.0, "writing": 0.0}
 
     # --- deciding where to start -------------------------------------------------------------
@@ -143,27 +145,39 @@ class Collector:
                 f"cannot create output directory {self.paths.root}: {exc}"
             ) from None
         if not self.paths.buffer.exists():
+            self._clear_checkpoints()
             return "fresh"
-        meta = read_metadata(self.paths.buffer, allow_incomplete=True)
-        same = json.dumps(meta.config, sort_keys=True) == json.dumps(self.config, sort_keys=True)
+        try:
+            meta = read_metadata(self.paths.buffer, allow_incomplete=True)
+            same = json.dumps(meta.config, sort_keys=True) == json.dumps(
+                self.config, sort_keys=True
+            )
+        except BufferFormatError:
+            if not self.overwrite:
+                raise
+            same, meta = False, None
         if not same and not self.overwrite:
             raise TomreproError(
                 f"{self.paths.root} holds a collection with a different config; "
                 "choose another --out or pass --overwrite"
             )
-        if same and not meta.complete:
+        if same and meta is not None and not meta.complete:
             return "resume"
         if same and not self.rerun_complete:
             return "done"
-        shutil.rmtree(self.paths.checkpoints)
-        self.paths.checkpoints.mkdir()
+        self._clear_checkpoints()
         return "fresh"
 
+    def _clear_checkpoints(self) -> None:
+        shutil.rmtree(self.paths.checkpoints)
+        self.paths.checkpoints.mkdir()
+
     def _latest_usable_checkpoint(self, rows_end: int) -> Path | None:
-        """Newest checkpoint whose env step the written buffer covers."""
+        """Newest checkpoint of this config whose env step the written buffer covers."""
+        config = json.dumps(self.config, sort_keys=True)
         for path in sorted(self.paths.checkpoints.glob("agent_v*.pt"), reverse=True):
-            step = int(torch.load(path, weights_only=True, map_location="cpu")["env_step"])
-            if step <= rows_end:
+            ckpt = torch.load(path, weights_only=True, map_location="cpu")
+            if ckpt["config"] == config and int(ckpt["env_step"]) <= rows_end:
                 return path
         return None
 

@@ -99,7 +99,7 @@ def evaluate_model(
     """Weighted one-step errors over all rows and open-loop errors for horizons 1..`horizon`."""
     weights = np.asarray(weights, dtype=np.float64)
     if weights.shape != (len(columns["rewards"]),) or not (weights > 0).any():
-        raise ValueError("weights must be one non-negative number per row, not all zero")
+        raise ValueError("weights must be one number per row, with at least one positive")
     scale = error_scale(columns) if scale is None else scale
     obs, act = columns["observations"], columns["actions"]
     next_obs, rewards = columns["next_observations"], columns["rewards"]

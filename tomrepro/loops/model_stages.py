@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from tomrepro.core.atomic import atomic_path
+from tomrepro.core.atomic import atomic_path, make_parent
 from tomrepro.core.buffer import ReplayBuffer
 from tomrepro.core.buffer_file import content_digest, read_buffer
 from tomrepro.core.config import ProfileConfig, with_overrides
@@ -95,7 +95,7 @@ def train_model(
         "seed": seed,
         "device": str(torch_device),
     }
-    out.parent.mkdir(parents=True, exist_ok=True)
+    make_parent(out)
     model.save(out, extra=provenance)
     report = {**provenance, "config": profile.model.model_dump(mode="json"), "fit": log.as_dict()}
     with atomic_path(out.with_suffix(".json")) as tmp:
@@ -149,7 +149,7 @@ def eval_model(
         "model_provenance": provenance,
         **errors.as_dict(),
     }
-    out.parent.mkdir(parents=True, exist_ok=True)
+    make_parent(out)
     with atomic_path(out) as tmp:
         tmp.write_text(json.dumps(report, indent=2))
     if netcdf is not None:

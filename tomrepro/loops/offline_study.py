@@ -100,7 +100,8 @@ class OfflineStudy:
         self.buffer_path, self.out = Path(buffer_path), Path(out_dir)
         self.device = resolve_device(device or profile.device)
         self.rerun_complete, self.progress = rerun_complete, progress
-        self.config = study_config(profile)
+        # Random draws differ between devices: cells made on another device are not reused.
+        self.config = {**study_config(profile), "device": self.device.type}
 
     @property
     def dataset_path(self) -> Path:
@@ -215,7 +216,10 @@ class OfflineStudy:
 
     def _run_cell(self, loaded: BufferFile, cell: Cell) -> dict[str, Any]:
         start = time.perf_counter()
-        prefix = loaded.buffer.prefix(loaded.snapshot_steps[cell.snapshot])
+        try:
+            prefix = loaded.buffer.prefix(loaded.snapshot_steps[cell.snapshot])
+        except ValueError as exc:
+            raise TomreproError(f"{self.buffer_path}: snapshot {cell.snapshot}: {exc}") from None
         cols = prefix.columns()
         weights, diagnostics = self._weights(cols, cell)
         weight_seconds = time.perf_counter() - start

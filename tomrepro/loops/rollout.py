@@ -7,6 +7,7 @@ from pathlib import Path
 
 import numpy as np
 
+from tomrepro.core.atomic import make_parent
 from tomrepro.core.buffer import ReplayBuffer
 from tomrepro.core.buffer_file import BufferMetadata, write_buffer
 from tomrepro.core.config import ProfileConfig
@@ -55,7 +56,7 @@ def random_rollout(task: Task, env_steps: int, seed: int) -> ReplayBuffer:
 
 def write_random_buffer(profile: ProfileConfig, out: Path) -> Path:
     """Stage function: the profile's random-policy buffer, written atomically to `out`."""
-    out.parent.mkdir(parents=True, exist_ok=True)
+    make_parent(out)
     cfg = profile.random_buffer
     buffer = random_rollout(get_task(cfg.task), cfg.env_steps, profile.seed)
     meta = BufferMetadata(

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import numpy as np
 
-from tomrepro.core.atomic import atomic_path, write_bytes_atomic
+from tomrepro.core.atomic import atomic_path, make_parent, write_bytes_atomic
 from tomrepro.core.buffer_file import content_digest, read_buffer, read_snapshot
 from tomrepro.core.config import ProfileConfig, with_overrides
 from tomrepro.core.errors import TomreproError
@@ -35,8 +35,11 @@ def compute_weights(
     """Weights for the prefix before snapshot `snapshot`'s env step, under that snapshot's policy.
 
     Writes `out` (.npz with `weights` and the rows' `env_steps`) and `out` with suffix `.json`
-    (diagnostics). `weights` can be passed straight to `tomrepro train-model --weights`.
+    (diagnostics). `weights` feeds `tomrepro train-model --weights` with
+    `--prefix-end` set to the snapshot's env step (it has one entry per row of that prefix).
     """
+    if out.suffix == ".json":
+        raise TomreproError(f"--out {out}: the diagnostics go to a .json beside it; use .npz")
     if method not in METHODS:
         raise TomreproError(f"unknown method {method!r}; choose from {', '.join(METHODS)}")
     profile = with_overrides(profile, "tom", divergence=divergence)
@@ -82,7 +85,7 @@ def compute_weights(
         "seconds": time.perf_counter() - start,
         **diagnostics,
     }
-    out.parent.mkdir(parents=True, exist_ok=True)
+    make_parent(out)
     packed = io.BytesIO()
     np.savez(packed, weights=weights, env_steps=cols["env_steps"])
     write_bytes_atomic(out, packed.getvalue())
