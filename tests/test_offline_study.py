@@ -137,12 +137,15 @@ def test_missing_snapshot_is_a_one_line_error(smoke_buffer, tmp_path, run_cli):
 
 
 def test_snapshot_with_no_data_before_it_is_a_one_line_error(tmp_path, run_cli):
+    import torch
+
     from tomrepro.core.buffer_file import BufferMetadata, PolicySnapshot, write_buffer
     from tomrepro.core.tasks import get_task
     from tomrepro.learning.sac import SquashedGaussianActor
     from tomrepro.loops.rollout import rollout
 
     actor = SquashedGaussianActor(4, 1, (8,), np.array([-3.0]), np.array([3.0]))
+    actor.net.reset_parameters(torch.Generator().manual_seed(0))
     tensors = {k: v.numpy() for k, v in actor.state_dict().items()}
     buffer_path = tmp_path / "b.h5"
     write_buffer(

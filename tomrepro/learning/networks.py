@@ -20,7 +20,8 @@ class BatchedLinear(nn.Module):
 
     def __init__(self, members: int, in_dim: int, out_dim: int) -> None:
         super().__init__()
-        self.weight = nn.Parameter(torch.empty(members, in_dim, out_dim))
+        # Zeros until `reset_parameters`: never uninitialised memory (which can hold NaN).
+        self.weight = nn.Parameter(torch.zeros(members, in_dim, out_dim))
         self.bias = nn.Parameter(torch.zeros(members, 1, out_dim))
 
     def reset_parameters(self, generator: torch.Generator) -> None:
