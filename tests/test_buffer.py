@@ -8,7 +8,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from tomrepro.core.buffer import COLUMN_NAMES, ReplayBuffer, check_columns
-from tomrepro.core.errors import BufferFormatError
+from tomrepro.core.errors import BufferFormatError, TomreproError
 
 
 def _rows(start: int, count: int, obs_dim: int = 3, act_dim: int = 2) -> dict[str, np.ndarray]:
@@ -62,7 +62,7 @@ def test_prefix_is_a_view_of_the_data_before_the_step():
     assert len(pre) == 25
     assert pre.columns()["env_steps"][-1] == 24
     assert np.shares_memory(pre.columns()["observations"], buf.columns()["observations"])
-    with pytest.raises(ValueError, match="no transitions"):
+    with pytest.raises(TomreproError, match="no transitions"):
         buf.prefix(0)
 
 

@@ -133,7 +133,11 @@ def test_missing_snapshot_is_a_one_line_error(smoke_buffer, tmp_path, run_cli):
     code, _, err = run_cli(
         "offline-study", smoke_buffer, "--out", tmp_path / "o", "--profile", profile, "--quiet"
     )
-    assert code == 2 and err.count("\n") == 1 and "no policy snapshot(s) 40" in err
+    assert (
+        code == 2
+        and err.count("\n") == 1
+        and "no policy snapshot 40 (snapshots: 1, 2, 3, 4)" in err
+    )
 
 
 def test_snapshot_with_no_data_before_it_is_a_one_line_error(tmp_path, run_cli):

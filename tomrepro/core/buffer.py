@@ -17,7 +17,7 @@ from typing import Literal
 
 import numpy as np
 
-from tomrepro.core.errors import BufferFormatError
+from tomrepro.core.errors import BufferFormatError, TomreproError
 
 
 @dataclass(frozen=True)
@@ -167,7 +167,7 @@ class ReplayBuffer:
         cols = self.columns()
         end = int(np.searchsorted(cols["env_steps"], env_step, side="left"))
         if end == 0:
-            raise ValueError(f"no transitions before env step {env_step}")
+            raise TomreproError(f"no transitions before env step {env_step}")
         return ReplayBuffer.from_columns({k: v[:end] for k, v in cols.items()}, check=False)
 
     def last(self, count: int) -> ReplayBuffer:

@@ -79,6 +79,15 @@ class BufferFile:
     metadata: BufferMetadata
     snapshot_steps: Mapping[int, int]  # policy version -> env step it became current
 
+    def snapshot_step(self, version: int) -> int:
+        """Env step at which snapshot `version` became current; a missing one is a user error."""
+        if version not in self.snapshot_steps:
+            have = ", ".join(map(str, sorted(self.snapshot_steps))) or "none"
+            raise BufferFormatError(
+                f"{self.path}: no policy snapshot {version} (snapshots: {have})"
+            )
+        return self.snapshot_steps[version]
+
 
 def _package_version(name: str) -> str:
     try:

@@ -42,10 +42,7 @@ def _rows(buffer_path: Path, prefix_end: int | None) -> tuple[ReplayBuffer, str]
     loaded = read_buffer(buffer_path)
     buffer = loaded.buffer
     if prefix_end is not None:
-        try:
-            buffer = buffer.prefix(prefix_end)
-        except ValueError as exc:
-            raise TomreproError(f"{buffer_path}: {exc}") from None
+        buffer = buffer.prefix(prefix_end)
     return buffer, loaded.metadata.task_id
 
 

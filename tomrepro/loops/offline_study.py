@@ -109,13 +109,8 @@ class OfflineStudy:
 
     def _prepare(self, loaded: BufferFile) -> bool:
         """True if there is nothing to do; clears cells made with another config."""
-        missing = [k for k in self.cfg.snapshots if k not in loaded.snapshot_steps]
-        if missing:
-            have = ", ".join(map(str, sorted(loaded.snapshot_steps))) or "none"
-            raise TomreproError(
-                f"{self.buffer_path}: no policy snapshot(s) "
-                f"{', '.join(map(str, missing))} (snapshots: {have})"
-            )
+        for k in self.cfg.snapshots:
+            loaded.snapshot_step(k)
         try:
             self.out.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
@@ -216,10 +211,7 @@ class OfflineStudy:
 
     def _run_cell(self, loaded: BufferFile, cell: Cell) -> dict[str, Any]:
         start = time.perf_counter()
-        try:
-            prefix = loaded.buffer.prefix(loaded.snapshot_steps[cell.snapshot])
-        except ValueError as exc:
-            raise TomreproError(f"{self.buffer_path}: snapshot {cell.snapshot}: {exc}") from None
+        prefix = loaded.buffer.prefix(loaded.snapshot_steps[cell.snapshot])
         cols = prefix.columns()
         weights, diagnostics = self._weights(cols, cell)
         weight_seconds = time.perf_counter() - start

@@ -45,14 +45,8 @@ def compute_weights(
     profile = with_overrides(profile, "tom", divergence=divergence)
     seed = profile.seed if seed is None else seed
     loaded = read_buffer(buffer_path)
-    if snapshot not in loaded.snapshot_steps:
-        have = ", ".join(map(str, sorted(loaded.snapshot_steps))) or "none"
-        raise TomreproError(f"{buffer_path}: no policy snapshot {snapshot} (snapshots: {have})")
-    env_step = loaded.snapshot_steps[snapshot]
-    try:
-        prefix = loaded.buffer.prefix(env_step)
-    except ValueError as exc:
-        raise TomreproError(f"{buffer_path}: {exc}") from None
+    env_step = loaded.snapshot_step(snapshot)
+    prefix = loaded.buffer.prefix(env_step)
     cols = prefix.columns()
     start = time.perf_counter()
     diagnostics: dict[str, object]
