@@ -398,6 +398,209 @@ def finite_mdp_command(mdps: int, seed: int, out: Path | None) -> None:
             tmp.write_text(json.dumps(report, indent=2))
 
 
+_LEARNERS = click.Choice(["mle", "tom", "tom-nodisc", "pmac", "vagram"])
+
+
+def _mbpo_profile(profile: str, seed: int | None, divergence: str | None, **mbpo: object):
+    from tomrepro.core.config import load_profile, with_overrides
+
+    cfg = with_overrides(load_profile(profile), None, seed=seed)
+    cfg = with_overrides(cfg, "tom", divergence=divergence)
+    if cfg.mbpo is None:
+        raise TomreproError(f"profile {cfg.name!r} has no mbpo section")
+    return with_overrides(cfg, "mbpo", **mbpo)
+
+
+def _mbpo_options(func):
+    """Options shared by `mbpo` and `continue`."""
+    options = [
+        click.option(
+            "--profile", default="default", show_default=True, help="Profile name or YAML."
+        ),
+        click.option(
+            "--out", type=click.Path(path_type=Path), required=True, help="Run directory."
+        ),
+        click.option("--learner", type=_LEARNERS, default="mle", show_default=True),
+        click.option(
+            "--divergence",
+            type=click.Choice(["chi2", "kl"]),
+            default=None,
+            help="TOM's f-divergence (default: the profile's tom.divergence).",
+        ),
+        click.option("--seed", type=int, default=None, help="Default: the profile's seed."),
+        click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default=None),
+        click.option("--overwrite", is_flag=True, help="Replace a run made with another config."),
+        click.option("--rerun-complete", is_flag=True, help="Redo a finished run."),
+        click.option("--quiet", is_flag=True, help="No progress bar."),
+    ]
+    for option in reversed(options):
+        func = option(func)
+    return func
+
+
+@cli.command()
+@_mbpo_options
+@click.option("--task", default=None, help="Default: the first of mbpo.tasks.")
+@click.option("--env-steps", type=int, default=None, help="Override mbpo.env_steps.")
+def mbpo(
+    profile: str,
+    out: Path,
+    learner: str,
+    divergence: str | None,
+    seed: int | None,
+    device: str | None,
+    overwrite: bool,
+    rerun_complete: bool,
+    quiet: bool,
+    task: str | None,
+    env_steps: int | None,
+) -> None:
+    """Run MBPO from scratch with a model learner (resumable; a finished run is skipped)."""
+    from tomrepro.loops.mbpo import MBPORun
+
+    cfg = _mbpo_profile(profile, seed, divergence, env_steps=env_steps)
+    root = MBPORun(
+        cfg,
+        out,
+        learner=learner,
+        task=task,
+        device=device,
+        overwrite=overwrite,
+        rerun_complete=rerun_complete,
+        progress=not quiet,
+    ).run()
+    click.echo(f"wrote {root}")
+
+
+@cli.command("continue")
+@click.argument("buffer", type=click.Path(path_type=Path))
+@click.option("--snapshot", type=click.IntRange(min=1), required=True, help="Snapshot K.")
+@_mbpo_options
+@click.option(
+    "--env-steps", type=int, default=None, help="Env steps after K (mbpo.continue_env_steps)."
+)
+def continue_command(
+    buffer: Path,
+    snapshot: int,
+    profile: str,
+    out: Path,
+    learner: str,
+    divergence: str | None,
+    seed: int | None,
+    device: str | None,
+    overwrite: bool,
+    rerun_complete: bool,
+    quiet: bool,
+    env_steps: int | None,
+) -> None:
+    """Continue a collected run with MBPO from snapshot K of BUFFER and its agent checkpoint."""
+    from tomrepro.loops.mbpo import ContinueFrom, MBPORun
+
+    cfg = _mbpo_profile(profile, seed, divergence, continue_env_steps=env_steps)
+    assert cfg.mbpo is not None
+    start = ContinueFrom(buffer, snapshot, cfg.mbpo.continue_env_steps)
+    root = MBPORun(
+        cfg,
+        out,
+        learner=learner,
+        start=start,
+        device=device,
+        overwrite=overwrite,
+        rerun_complete=rerun_complete,
+        progress=not quiet,
+    ).run()
+    click.echo(f"wrote {root}")
+
+
+def _csv(kind: type):
+    def parse(ctx: click.Context, param: click.Parameter, value: str | None):
+        if value is None:
+            return None
+        try:
+            return [kind(v) for v in value.split(",") if v.strip()]
+        except ValueError:
+            raise click.BadParameter(f"expected comma-separated values, got {value!r}") from None
+
+    return parse
+
+
+@cli.command()
+@click.option("--profile", default="default", show_default=True, help="Profile name or YAML.")
+@click.option("--kind", type=click.Choice(["scratch", "continue"]), required=True)
+@click.option("--out", type=click.Path(path_type=Path), required=True, help="Sweep directory.")
+@click.option(
+    "--source",
+    type=click.Path(path_type=Path),
+    default=None,
+    help="Collected buffer.h5 (continuations).",
+)
+@click.option("--tasks", callback=_csv(str), default=None, help="Comma list; default mbpo.tasks.")
+@click.option("--learners", callback=_csv(str), default=None, help="Default: mbpo.learners.")
+@click.option("--seeds", callback=_csv(int), default=None, help="Default: mbpo.seeds.")
+@click.option("--snapshots", callback=_csv(int), default=None, help="Default: continue_snapshots.")
+@click.option("--env-steps", type=int, default=None, help="Override mbpo.env_steps.")
+@click.option(
+    "--address", default=None, help="Ray cluster address (default: RAY_ADDRESS or local)."
+)
+@click.option("--num-cpus", type=int, default=None, help="CPUs of the local Ray (default: all).")
+@click.option("--cpus-per-run", type=float, default=1.0, show_default=True)
+@click.option("--gpus-per-run", type=float, default=0.0, show_default=True)
+@click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default=None)
+@click.option("--rerun-complete", is_flag=True, help="Redo finished runs.")
+@click.option("--quiet", is_flag=True, help="No progress bar.")
+def sweep(
+    profile: str,
+    kind: str,
+    out: Path,
+    source: Path | None,
+    tasks: list[str] | None,
+    learners: list[str] | None,
+    seeds: list[int] | None,
+    snapshots: list[int] | None,
+    env_steps: int | None,
+    address: str | None,
+    num_cpus: int | None,
+    cpus_per_run: float,
+    gpus_per_run: float,
+    device: str | None,
+    rerun_complete: bool,
+    quiet: bool,
+) -> None:
+    """Run a grid of MBPO runs through Ray; finished runs are skipped, failures reported."""
+    from tomrepro.sweep import plan_grid, run_sweep
+
+    cfg = _mbpo_profile(
+        profile,
+        None,
+        None,
+        env_steps=env_steps,
+        tasks=tasks,
+        learners=learners,
+        seeds=seeds,
+        continue_snapshots=snapshots,
+    )
+    specs = plan_grid(cfg, kind, out, source=source)
+    result = run_sweep(
+        cfg,
+        specs,
+        out,
+        address=address,
+        num_cpus=num_cpus,
+        cpus_per_run=cpus_per_run,
+        gpus_per_run=gpus_per_run,
+        device=device,
+        rerun_complete=rerun_complete,
+        progress=not quiet,
+    )
+    for entry in result.runs:
+        summary = entry.get("summary") or {}
+        final = summary.get("final_return_mean")
+        detail = f"final return {final:.1f}" if final is not None else entry.get("error", "")
+        click.echo(f"{entry['run']:<40} {entry['status']:<8} {detail}")
+    if result.failed:
+        raise TomreproError(f"{len(result.failed)} of {len(result.runs)} runs failed")
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point: user errors become one line on stderr and exit code 2, never a traceback."""
     try:

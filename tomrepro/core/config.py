@@ -215,6 +215,96 @@ class OfflineStudyConfig(_Section):
         return self
 
 
+LearnerName = Literal["mle", "tom", "tom-nodisc", "pmac", "vagram"]
+
+
+class MBPOConfig(_Section):
+    """Online MBPO with a pluggable model learner (DESIGN §3 "Backbone", §4 steps 3-4)."""
+
+    tasks: tuple[str, ...] = Field(
+        min_length=1, description="Tasks of from-scratch runs; the first is the single-run default."
+    )
+    env_steps: PositiveInt = Field(description="Env steps of a from-scratch run.")
+    env_steps_per_task: dict[str, PositiveInt] = Field(
+        default_factory=dict, description="Per-task overrides of env_steps (the paper's epochs)."
+    )
+    epoch_length: PositiveInt = Field(
+        1000, description="Env steps per epoch: evaluation, checkpoint and policy version."
+    )
+    random_steps: NonNegativeInt = Field(5000, description="Initial uniform-random steps.")
+    model_train_every: PositiveInt = Field(250, description="Env steps between model rounds.")
+    model_max_epochs: PositiveInt = Field(
+        20, description="Cap on epochs of one (warm-started) model round."
+    )
+    model_batches_per_epoch: PositiveInt | None = Field(
+        None, description="Minibatches per model epoch in a round; null: a pass over the data."
+    )
+    rollout_batch: PositiveInt = Field(100_000, description="Model rollouts started per round.")
+    rollout_length: PositiveInt = Field(1, description="Model rollout length (official TOM: 1).")
+    rollout_schedule: tuple[NonNegativeInt, NonNegativeInt, PositiveInt, PositiveInt] | None = (
+        Field(
+            None,
+            description="MBPO's schedule [first_epoch, last_epoch, min_length, max_length]: the "
+            "length grows linearly between the epochs; null keeps rollout_length.",
+        )
+    )
+    model_pool_size: PositiveInt = Field(400_000, description="Capacity of the model-data pool.")
+    real_ratio: Annotated[float, Field(ge=0, le=1)] = Field(
+        0.05, description="Share of real transitions in each SAC minibatch."
+    )
+    updates_per_step: PositiveInt = Field(20, description="SAC updates per env step.")
+    eval_episodes: PositiveInt = Field(10, description="Deterministic test episodes per epoch.")
+    eval_max_steps: PositiveInt | None = Field(
+        None, description="Cap on the length of a test episode; null: the task's time limit."
+    )
+    learners: tuple[LearnerName, ...] = Field(
+        ("mle", "tom"), min_length=1, description="Model learners of a sweep."
+    )
+    seeds: tuple[NonNegativeInt, ...] = Field((0,), min_length=1, description="Seeds of a sweep.")
+    continue_snapshots: tuple[PositiveInt, ...] = Field(
+        (), description="Collect snapshots K that continuation runs start from."
+    )
+    continue_env_steps: PositiveInt = Field(
+        5000, description="Env steps a continuation runs for after its snapshot."
+    )
+
+    _check_tasks = field_validator("tasks")(lambda values: tuple(map(_known_task, values)))
+
+    @field_validator(
+        "tasks", "learners", "seeds", "continue_snapshots", "rollout_schedule", mode="before"
+    )
+    @classmethod
+    def _list_to_tuple(cls, value: Any) -> Any:
+        return tuple(value) if isinstance(value, list) else value
+
+    @model_validator(mode="after")
+    def _consistent(self) -> MBPOConfig:
+        for name in ("tasks", "learners", "seeds", "continue_snapshots"):
+            values = getattr(self, name)
+            if len(set(values)) != len(values):
+                raise ValueError(f"{name} has repeated entries: {list(values)}")
+        for task in self.env_steps_per_task:
+            _known_task(task)
+        if self.rollout_schedule is not None:
+            first, last, low, high = self.rollout_schedule
+            if last < first or high < low:
+                raise ValueError("rollout_schedule must be [first <= last, min <= max length]")
+        return self
+
+    def steps_for(self, task: str) -> int:
+        return self.env_steps_per_task.get(task, self.env_steps)
+
+    def rollout_length_at(self, epoch: int) -> int:
+        """MBPO's linear schedule (epoch counted from the run's start), or the fixed length."""
+        if self.rollout_schedule is None:
+            return self.rollout_length
+        first, last, low, high = self.rollout_schedule
+        if epoch <= first or last == first:
+            return low if epoch <= first else high
+        share = min(1.0, (epoch - first) / (last - first))
+        return int(low + share * (high - low))
+
+
 class ProfileConfig(_Section):
     """One profile: everything a `dvc repro` on it uses."""
 
@@ -229,6 +319,7 @@ class ProfileConfig(_Section):
     model: ModelConfig = Field(default_factory=ModelConfig)
     tom: TOMConfig = Field(default_factory=TOMConfig)
     offline_study: OfflineStudyConfig | None = None
+    mbpo: MBPOConfig | None = None
 
 
 def _format_validation_error(source: str, err: ValidationError) -> str:

@@ -9,6 +9,10 @@ The holdout metric (MSE of the mean, or NLL) is weighted the same way (clipped w
 it drives early stopping
 (stop after `patience` epochs in which no member improved by `min_improvement`), the best
 weights of each member are restored, and the `elites` best members are kept for prediction.
+
+Optional per-row, per-output `target_weights` (N, out) scale each output dimension's NLL term
+(VaGraM's value-gradient weighting). `warm_start` keeps the current parameters (an online loop
+refits every few hundred steps, as MBPO does); the normalisation is always refitted to the data.
 """
 
 from __future__ import annotations
@@ -16,6 +20,7 @@ from __future__ import annotations
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 import torch
@@ -72,6 +77,16 @@ class _IndexSampler:
         return idx.to(self.device)
 
 
+def check_target_weights(target_weights: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
+    """Per-output weights: finite, non-negative, one row per training row."""
+    target_weights = np.asarray(target_weights)
+    if target_weights.shape != shape:
+        raise TomreproError(f"target weights have shape {target_weights.shape}, expected {shape}")
+    if not np.isfinite(target_weights).all() or (target_weights < 0).any():
+        raise TomreproError("target weights must be finite and non-negative")
+    return target_weights.astype(np.float32)
+
+
 def fit_dynamics(
     model: DynamicsModel,
     inputs: np.ndarray,
@@ -79,11 +94,20 @@ def fit_dynamics(
     weights: np.ndarray | None,
     generator: torch.Generator,
     device: torch.device,
+    *,
+    target_weights: np.ndarray | None = None,
+    warm_start: bool = False,
+    max_epochs: int | None = None,
+    batches_per_epoch: int | None = None,
 ) -> FitLog:
-    """Fit `model` in place on rows (N, in) -> (N, out) with optional per-row weights."""
+    """Fit `model` in place on rows (N, in) -> (N, out) with optional per-row weights.
+
+    `max_epochs` and `batches_per_epoch` override the model config's caps for this fit.
+    """
     cfg: ModelConfig = model.cfg
     n = len(inputs)
     w = np.ones(n) if weights is None else check_weights(weights, n)
+    dim_w = None if target_weights is None else check_target_weights(target_weights, targets.shape)
     start = time.perf_counter()
     split_rng = np.random.default_rng(int(torch.randint(0, 2**31 - 1, (1,), generator=generator)))
     order = split_rng.permutation(n)
@@ -94,9 +118,11 @@ def fit_dynamics(
 
     model.to(device)
     model.fit_normalization(inputs[train], targets[train])
-    model.net.reset_parameters(generator)
+    if not warm_start:
+        model.net.reset_parameters(generator)
     x_train = torch.as_tensor(inputs[train], device=device)
     y_train = torch.as_tensor(targets[train], device=device)
+    dim_train = None if dim_w is None else torch.as_tensor(dim_w[train], device=device)
     x_hold = torch.as_tensor(inputs[hold], device=device)
     y_hold = torch.as_tensor(targets[hold], device=device)
 
@@ -113,20 +139,20 @@ def fit_dynamics(
     )
 
     members, batch = model.members, cfg.batch_size
-    steps = cfg.batches_per_epoch or max(1, len(train) // batch)
+    steps = batches_per_epoch or cfg.batches_per_epoch or max(1, len(train) // batch)
     optimizer = torch.optim.Adam(model.net.parameters(), lr=cfg.lr, fused=True)
     per_member = [p.shape[0] == members and members > 1 for p in model.net.parameters()]
     best_state = [p.detach().clone() for p in model.net.parameters()]
     best = torch.full((members,), float("inf"))
     log = FitLog(train_size=len(train), holdout_size=n_hold, best_epoch=[0] * members)
     stale = 0
-    for epoch in range(cfg.max_epochs):
+    for epoch in range(max_epochs or cfg.max_epochs):
         total = torch.zeros(members, device=device)
         for _ in range(steps):
             idx = sampler.draw((members, batch))  # (E, B): each member its own minibatch
             x = model.normalize_inputs(x_train[idx])
             y = model.normalize_targets(y_train[idx])
-            nll = model.net.nll(x, y)  # (E, B)
+            nll = model.net.nll(x, y, None if dim_train is None else dim_train[idx])  # (E, B)
             if train_w is not None:
                 nll = nll * train_w[idx]
             member_loss = nll.mean(1)  # (E,)
@@ -192,8 +218,10 @@ def fit_on_columns(
     weights: np.ndarray | None,
     generator: torch.Generator,
     device: torch.device,
+    **options: Any,
 ) -> FitLog:
-    """`fit_dynamics` on buffer columns: inputs [s, a], targets [s' - s, r]."""
+    """`fit_dynamics` on buffer columns: inputs [s, a], targets [s' - s, r]; `options` are
+    `fit_dynamics`'s keyword options."""
     return fit_dynamics(
         model,
         model_inputs(columns["observations"], columns["actions"]),
@@ -201,4 +229,5 @@ def fit_on_columns(
         weights,
         generator,
         device,
+        **options,
     )

@@ -1,0 +1,64 @@
+"""MBPO speed: env steps per minute of MBPO-MLE and MBPO-TOM on Hopper-v5, in the same run.
+
+Each learner runs the default profile's MBPO (20 SAC updates per env step, a model round every
+250 steps with 100 000 rollouts, 10 test episodes per 1000-step epoch) through the random phase
+and one warm-up epoch; the figures cover the `--epochs` epochs after that (model training,
+rollouts, TOM's estimator, evaluation and SAC updates included; checkpoint writing excluded).
+Prints steps per minute, the share of time per phase, and the TOM/MLE time ratio.
+
+Run: `python benchmarks/mbpo.py [--epochs 1] [--device auto] [--learners mle,tom]`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import tempfile
+from pathlib import Path
+
+import pandas as pd
+import torch
+
+from tomrepro.core.config import load_profile, with_overrides
+from tomrepro.loops.mbpo import PHASES, MBPORun
+
+
+def measure(learner: str, epochs: int, device: str, out: Path) -> dict[str, float]:
+    profile = load_profile("default")
+    assert profile.mbpo is not None
+    cfg = profile.mbpo
+    total = cfg.random_steps + (1 + epochs) * cfg.epoch_length
+    profile = with_overrides(profile, "mbpo", env_steps=total, tasks=["Hopper-v5"])
+    MBPORun(profile, out, learner=learner, device=device, progress=True).run()  # type: ignore[arg-type]
+    curve = pd.read_csv(out / "curve.csv")
+    window = curve[curve["env_step"] > cfg.random_steps + cfg.epoch_length]
+    seconds = {k: float(window[f"seconds_{k}"].sum()) for k in PHASES}
+    steps = float(window["env_step"].iloc[-1] - window["env_step"].iloc[0] + cfg.epoch_length)
+    wall = sum(seconds.values())
+    return {"steps": steps, "wall": wall, "per_minute": 60 * steps / wall, **seconds}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--epochs", type=int, default=1)
+    parser.add_argument("--device", default="auto")
+    parser.add_argument("--learners", default="mle,tom")
+    args = parser.parse_args()
+    device = "cuda" if args.device == "auto" and torch.cuda.is_available() else args.device
+    device = "cpu" if device == "auto" else device
+    print(f"device {device}, torch threads {torch.get_num_threads()}")
+    results = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        for learner in args.learners.split(","):
+            results[learner] = measure(learner, args.epochs, device, Path(tmp) / learner)
+    for learner, r in results.items():
+        shares = "  ".join(f"{k} {100 * r[k] / r['wall']:.1f}%" for k in PHASES if r[k] > 0)
+        print(
+            f"MBPO-{learner.upper():<6} {r['per_minute']:7.1f} env steps/min "
+            f"({r['steps']:.0f} steps in {r['wall']:.1f} s)  {shares}"
+        )
+    if "mle" in results and "tom" in results:
+        print(f"TOM/MLE time ratio {results['tom']['wall'] / results['mle']['wall']:.3f}")
+
+
+if __name__ == "__main__":
+    main()

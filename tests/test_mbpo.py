@@ -1,0 +1,174 @@
+"""MBPO loop: every learner runs, runs are deterministic, a SIGKILLed run resumes exactly, and a
+continuation starts every learner from the same collected state (real MuJoCo, small sizes)."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from tomrepro.core.buffer_file import read_buffer, read_snapshot
+from tomrepro.core.config import load_profile, with_overrides
+from tomrepro.loops.collect import Collector
+from tomrepro.loops.mbpo import TIMING_COLUMNS, ContinueFrom, MBPORun, run_status
+
+from .conftest import REPO_ROOT
+
+LEARNERS = ("mle", "tom", "tom-nodisc", "pmac", "vagram")
+
+
+def smoke(**mbpo):
+    return with_overrides(load_profile("smoke", REPO_ROOT / "pipelines"), "mbpo", **mbpo)
+
+
+def curve(root: Path) -> pd.DataFrame:
+    return pd.read_csv(root / "curve.csv").drop(columns=list(TIMING_COLUMNS))
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory) -> dict[str, Path]:
+    root = tmp_path_factory.mktemp("mbpo")
+    out = {}
+    for learner in LEARNERS:
+        out[learner] = MBPORun(smoke(), root / learner, learner=learner, progress=False).run()
+    return out
+
+
+@pytest.mark.parametrize("learner", LEARNERS)
+def test_every_learner_finishes_with_finite_curve(runs, learner):
+    c = curve(runs[learner])
+    assert list(c["env_step"]) == [0, 200, 400, 600]
+    learned = c[c["env_step"] > 200]  # the random phase has no losses yet
+    cols = ["return_mean", "model_train_loss", "model_holdout_loss", "critic_loss", "actor_loss"]
+    assert np.isfinite(learned[cols].to_numpy()).all()
+    assert (learned["model_rounds"] > 0).all() and (learned["pool_size"] > 0).all()
+    status = run_status(runs[learner])
+    assert status is not None and status["complete"]
+    loaded = read_buffer(runs[learner] / "buffer.h5")
+    assert len(loaded.buffer) == 600 and loaded.metadata.complete
+    # Versions: 0 in the random phase, one snapshot when the actor starts and per epoch after.
+    assert sorted(loaded.snapshot_steps.items()) == [(1, 200), (2, 400)]
+
+
+def test_learners_use_their_weights(runs):
+    tom, mle, vagram = (curve(runs[k]) for k in ("tom", "mle", "vagram"))
+    assert (mle["weight_ess_share"].dropna() == 1.0).all()
+    assert (tom["weight_ess_share"].dropna() < 1.0).all()
+    assert vagram["weight_max"].dropna().gt(1.0).all()
+
+
+def test_same_seed_gives_identical_curve_and_buffer(runs, tmp_path):
+    again = MBPORun(smoke(), tmp_path / "again", learner="tom", progress=False).run()
+    pd.testing.assert_frame_equal(curve(again), curve(runs["tom"]))
+    a = read_buffer(again / "buffer.h5").buffer.columns()
+    b = read_buffer(runs["tom"] / "buffer.h5").buffer.columns()
+    for key in a:
+        np.testing.assert_array_equal(a[key], b[key])
+    other = MBPORun(smoke(), tmp_path / "seed1", learner="tom", seed=1, progress=False).run()
+    assert not curve(other)["return_mean"].equals(curve(runs["tom"])["return_mean"])
+
+
+def test_finished_run_is_skipped_and_other_config_refused(runs):
+    before = (runs["mle"] / "curve.csv").stat().st_mtime_ns
+    run = MBPORun(smoke(), runs["mle"], learner="mle", progress=False)
+    assert run.finished()
+    run.run()
+    assert (runs["mle"] / "curve.csv").stat().st_mtime_ns == before
+    with pytest.raises(Exception, match="different config"):
+        MBPORun(smoke(), runs["mle"], learner="pmac", progress=False).run()
+
+
+def _checkpoint_step(path: Path) -> int:
+    try:
+        return int(torch.load(path, weights_only=True)["env_step"])
+    except Exception:  # absent, or being written
+        return -1
+
+
+def test_sigkill_then_resume_gives_identical_curve(tmp_path):
+    cmd = [
+        sys.executable, "-m", "tomrepro", "mbpo", "--profile", "smoke", "--learner", "tom",
+        "--env-steps", "1000", "--out", str(tmp_path / "killed"), "--quiet",
+    ]  # fmt: skip
+    env = {**os.environ, "PYTHONHASHSEED": "0"}
+    proc = subprocess.Popen(cmd, cwd=REPO_ROOT, env=env, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 120
+    while _checkpoint_step(tmp_path / "killed" / "checkpoint.pt") < 400:
+        assert proc.poll() is None, "the run ended before it could be killed"
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert run_status(tmp_path / "killed") is None  # not finished
+    assert subprocess.run(cmd, cwd=REPO_ROOT, env=env, capture_output=True).returncode == 0
+    whole = MBPORun(smoke(env_steps=1000), tmp_path / "whole", learner="tom", progress=False)
+    pd.testing.assert_frame_equal(curve(tmp_path / "killed"), curve(whole.run()))
+    a = read_buffer(tmp_path / "killed" / "buffer.h5").buffer.columns()
+    b = read_buffer(tmp_path / "whole" / "buffer.h5").buffer.columns()
+    np.testing.assert_array_equal(a["observations"], b["observations"])
+
+
+@pytest.fixture(scope="module")
+def collected(tmp_path_factory) -> Path:
+    root = tmp_path_factory.mktemp("collect")
+    return Collector(load_profile("smoke", REPO_ROOT / "pipelines"), root, progress=False).run()
+
+
+def test_continuation_starts_every_learner_from_the_same_state(collected, tmp_path):
+    source = read_buffer(collected)
+    k = 4
+    step_k = source.snapshot_step(k)
+    outs = {}
+    for learner in ("mle", "tom"):
+        start = ContinueFrom(collected, k, 400)
+        outs[learner] = MBPORun(
+            smoke(), tmp_path / learner, learner=learner, start=start, progress=False
+        ).run()
+    first = {k_: curve(v).iloc[0] for k_, v in outs.items()}
+    assert first["mle"]["env_step"] == step_k and first["mle"]["policy_version"] == k
+    assert first["mle"]["return_mean"] == first["tom"]["return_mean"]
+    for learner, root in outs.items():
+        cols = read_buffer(root / "buffer.h5").buffer.columns()
+        prefix = source.buffer.prefix(step_k).columns()
+        n = len(prefix["env_steps"])
+        assert len(cols["env_steps"]) == n + 400, learner
+        for key in prefix:
+            np.testing.assert_array_equal(cols[key][:n], prefix[key])
+        # The collector's agent at K is this run's snapshot K; new versions follow per epoch.
+        ours, theirs = read_snapshot(root / "buffer.h5", k), read_snapshot(collected, k)
+        for name, value in theirs.tensors.items():
+            np.testing.assert_array_equal(ours.tensors[name], value)
+        assert set(cols["policy_versions"][n:]) == {k, k + 1}
+    assert not curve(outs["mle"]).equals(curve(outs["tom"]))
+
+
+def test_continuation_needs_the_agent_checkpoint(collected, tmp_path):
+    (collected.parent / "checkpoints" / "agent_v000002.pt").rename(tmp_path / "moved.pt")
+    try:
+        with pytest.raises(Exception, match="no agent checkpoint"):
+            MBPORun(smoke(), tmp_path / "c", learner="mle", start=ContinueFrom(collected, 2, 100))
+    finally:
+        (tmp_path / "moved.pt").rename(collected.parent / "checkpoints" / "agent_v000002.pt")
+
+
+def test_cli_errors_are_one_line(run_cli, collected, tmp_path):
+    code, _, err = run_cli(
+        "continue", collected, "--snapshot", "99", "--profile", "smoke", "--out", tmp_path / "x"
+    )
+    assert code == 2 and "no policy snapshot 99" in err and len(err.strip().splitlines()) == 1
+    code, _, err = run_cli(
+        "mbpo", "--profile", "smoke", "--learner", "nope", "--out", tmp_path / "y"
+    )
+    assert code == 2 and "nope" in err
+    code, _, err = run_cli(
+        "mbpo", "--profile", "smoke", "--env-steps", "0", "--out", tmp_path / "y"
+    )
+    assert code == 2 and "mbpo.env_steps" in err and len(err.strip().splitlines()) == 1

@@ -1,0 +1,650 @@
+"""Online MBPO with a pluggable model learner, from scratch or continued from a collected buffer.
+
+Per env step t (MBPO, Janner et al. 2019, with the official TOM code's settings):
+- at each epoch boundary (every `epoch_length` steps, and at the start and the end): test
+  episodes of the actor's mean action, a curve row, a policy snapshot (a new policy version; the
+  agent acts with its live actor, so rows of version v were chosen by the actor as it evolved
+  from snapshot v on), a checkpoint of everything a resume needs, and the buffer so far;
+- every `model_train_every` steps (from the end of the random phase): the learner's plan on the
+  real buffer (weights, rollout starts), a weighted fit of the dynamics model (cold the first
+  time, warm-started after), `rollout_batch` branched model rollouts into the model pool;
+- one env step (uniform actions during the random phase, then the live actor with step-indexed
+  noise), then `updates_per_step` SAC updates on 5 % real / 95 % model minibatches.
+
+A continuation starts from the prefix of a collected buffer at snapshot K and the agent
+checkpoint saved there (actor, critics, temperature, optimisers, and the env mid-episode), so
+every learner continues from the same state; the run's own buffer holds the prefix plus the new
+rows. Outputs (one directory per run): `curve.csv` / `curve.nc`, `buffer.h5` (schema v1),
+`checkpoint.pt` (latest epoch), `model.pt`, `run.json` (config, completion, summary).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+from tqdm import tqdm
+
+from tomrepro.core.atomic import atomic_path
+from tomrepro.core.buffer import ReplayBuffer
+from tomrepro.core.buffer_file import (
+    BufferMetadata,
+    PolicySnapshot,
+    content_digest,
+    read_buffer,
+    read_snapshot,
+    write_buffer,
+)
+from tomrepro.core.config import LearnerName, ProfileConfig, SACConfig
+from tomrepro.core.env_state import capture_env_state, restore_env_state
+from tomrepro.core.errors import BufferFormatError, ConfigError, TomreproError
+from tomrepro.core.noise import StepNoise
+from tomrepro.core.tasks import get_task
+from tomrepro.learning.devices import resolve_device
+from tomrepro.learning.dynamics_model import DynamicsModel
+from tomrepro.learning.model_learners import ModelLearner, make_learner
+from tomrepro.learning.model_pool import MixedBatchSampler, ModelPool
+from tomrepro.learning.model_rollout import draw_rows, rollout_model
+from tomrepro.learning.model_training import fit_on_columns
+from tomrepro.learning.sac import SAC
+from tomrepro.learning.serialization import save_tensors
+from tomrepro.learning.tom_weights import weight_summary
+from tomrepro.loops.collect import CollectPaths
+from tomrepro.loops.episode_recorder import EpisodeRecorder
+from tomrepro.loops.policy_evaluation import evaluate_policy
+
+log = logging.getLogger(__name__)
+PHASES = ("env", "sac", "weights", "model_fit", "rollout", "eval", "checkpoint")
+EVAL_SEED_OFFSET = 1_000_003
+
+
+@dataclass(frozen=True)
+class ContinueFrom:
+    """Where a continuation starts: a collected buffer (with its `checkpoints/`) and snapshot K."""
+
+    buffer: Path
+    snapshot: int
+    env_steps: int
+
+
+@dataclass(frozen=True)
+class MBPOPaths:
+    root: Path
+
+    @property
+    def buffer(self) -> Path:
+        return self.root / "buffer.h5"
+
+    @property
+    def checkpoint(self) -> Path:
+        return self.root / "checkpoint.pt"
+
+    @property
+    def model(self) -> Path:
+        return self.root / "model.pt"
+
+    @property
+    def curve_csv(self) -> Path:
+        return self.root / "curve.csv"
+
+    @property
+    def curve_nc(self) -> Path:
+        return self.root / "curve.nc"
+
+    @property
+    def run_json(self) -> Path:
+        return self.root / "run.json"
+
+
+def run_status(out_dir: Path) -> dict[str, Any] | None:
+    """The `run.json` of a run directory, or None if there is none (or it is unreadable)."""
+    try:
+        return json.loads(MBPOPaths(Path(out_dir)).run_json.read_text())
+    except (OSError, ValueError):
+        return None
+
+
+@dataclass
+class _State:
+    """Everything that changes during a run, and what a checkpoint saves."""
+
+    env: Any
+    sac: SAC
+    buffer: ReplayBuffer
+    recorder: EpisodeRecorder
+    obs: np.ndarray
+    model: DynamicsModel
+    pool: ModelPool
+    sampler: MixedBatchSampler
+    learner: ModelLearner
+    generators: dict[str, torch.Generator]
+    step: int
+    version: int
+    snapshots: list[PolicySnapshot] = field(default_factory=list)
+    model_rounds: int = 0
+    updates: int = 0
+    curve: list[dict[str, Any]] = field(default_factory=list)
+    last_round: dict[str, Any] = field(default_factory=dict)
+    sac_stats: list[float] = field(default_factory=lambda: [float("nan")] * 4)
+    last_train_return: float = float("nan")
+    epoch_seconds: dict[str, float] = field(default_factory=lambda: dict.fromkeys(PHASES, 0.0))
+    total_seconds: dict[str, float] = field(default_factory=lambda: dict.fromkeys(PHASES, 0.0))
+
+
+class MBPORun:
+    """One MBPO run; `run()` goes from wherever its directory left off to the end."""
+
+    def __init__(
+        self,
+        profile: ProfileConfig,
+        out_dir: Path,
+        *,
+        learner: LearnerName,
+        task: str | None = None,
+        seed: int | None = None,
+        start: ContinueFrom | None = None,
+        device: str | None = None,
+        overwrite: bool = False,
+        rerun_complete: bool = False,
+        progress: bool = True,
+    ) -> None:
+        if profile.mbpo is None:
+            raise ConfigError(f"profile {profile.name!r} has no mbpo section")
+        self.profile, self.cfg = profile, profile.mbpo
+        self.paths = MBPOPaths(Path(out_dir))
+        self.learner_name, self.start = learner, start
+        self.seed = profile.seed if seed is None else seed
+        self.device = resolve_device(device or profile.device)
+        self.overwrite, self.rerun_complete, self.progress = overwrite, rerun_complete, progress
+        self.source: dict[str, Any] | None = None
+        if start is None:
+            self.task = get_task(task or self.cfg.tasks[0])
+            self.sac_cfg = profile.sac
+            self.first_step, self.end_step = 0, self.cfg.steps_for(self.task.task_id)
+        else:
+            self._open_source(start, task)
+        self.config = self._run_config()
+
+    # --- configuration ---------------------------------------------------------------------------
+
+    def _open_source(self, start: ContinueFrom, task: str | None) -> None:
+        """Check the collected buffer and its agent checkpoint at snapshot K."""
+        loaded = read_buffer(start.buffer)
+        step_k = loaded.snapshot_step(start.snapshot)
+        meta = loaded.metadata
+        if task is not None and task != meta.task_id:
+            raise ConfigError(f"{start.buffer} holds {meta.task_id}, not {task}")
+        ckpt_path = CollectPaths(start.buffer.parent).checkpoint(start.snapshot)
+        if not ckpt_path.is_file():
+            raise TomreproError(
+                f"no agent checkpoint {ckpt_path} for snapshot {start.snapshot}: continuation "
+                "needs the checkpoints/ directory that `tomrepro collect` writes next to its buffer"
+            )
+        ckpt = torch.load(ckpt_path, weights_only=True, map_location="cpu")
+        if int(ckpt["env_step"]) != step_k:
+            raise TomreproError(
+                f"{ckpt_path} is at env step {ckpt['env_step']}, snapshot {start.snapshot} "
+                f"began at {step_k}"
+            )
+        collected = json.loads(ckpt["config"])
+        self.task = get_task(meta.task_id)
+        self.sac_cfg = SACConfig.model_validate(collected["sac"])
+        self.first_step, self.end_step = step_k, step_k + start.env_steps
+        self.source = {
+            "buffer": str(start.buffer),
+            "digest": content_digest(start.buffer),
+            "snapshot": start.snapshot,
+            "env_step": step_k,
+            "loaded": loaded,
+            "checkpoint": ckpt,
+        }
+
+    def _run_config(self) -> dict[str, Any]:
+        """What determines the run's results; stored and compared on resume."""
+        config: dict[str, Any] = {
+            "stage": "mbpo",
+            "kind": "scratch" if self.start is None else "continue",
+            "task": self.task.task_id,
+            "learner": self.learner_name,
+            "seed": self.seed,
+            "device": self.device.type,
+            "env_steps": self.end_step - self.first_step,
+            "mbpo": self.cfg.model_dump(mode="json", exclude={"learners", "seeds", "tasks"}),
+            "sac": self.sac_cfg.model_dump(mode="json"),
+            "model": self.profile.model.model_dump(mode="json"),
+        }
+        if self.learner_name.startswith("tom"):
+            config["tom"] = self.profile.tom.model_dump(mode="json")
+        if self.learner_name == "pmac":
+            config["pmac_decay"] = self.profile.tom.pmac_decay
+        if self.source is not None:
+            config["source"] = {k: self.source[k] for k in ("digest", "snapshot", "env_step")}
+        return config
+
+    def finished(self) -> bool:
+        """A complete run of this exact config is already on disk (and no rerun is asked for)."""
+        status = run_status(self.paths.root)
+        return (
+            status is not None
+            and bool(status.get("complete"))
+            and not self.rerun_complete
+            and json.dumps(status.get("config"), sort_keys=True)
+            == json.dumps(self.config, sort_keys=True)
+        )
+
+    def _prepare_directory(self) -> str:
+        """'done', 'resume' or 'fresh'; output of another config is refused unless `overwrite`."""
+        try:
+            self.paths.root.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise TomreproError(
+                f"cannot create output directory {self.paths.root}: {exc}"
+            ) from None
+        wanted = json.dumps(self.config, sort_keys=True)
+        status = run_status(self.paths.root)
+        if status is not None:
+            same = json.dumps(status.get("config"), sort_keys=True) == wanted
+            if not same and not self.overwrite:
+                raise TomreproError(
+                    f"{self.paths.root} holds an MBPO run with a different config; "
+                    "choose another --out or pass --overwrite"
+                )
+            if same and status.get("complete") and not self.rerun_complete:
+                return "done"
+            if same and not status.get("complete") and self._checkpoint_config() == wanted:
+                return "resume"
+        elif self._checkpoint_config() == wanted:
+            return "resume"
+        elif self.paths.checkpoint.exists() and not self.overwrite:
+            raise TomreproError(
+                f"{self.paths.root} holds an MBPO checkpoint of a different config; "
+                "choose another --out or pass --overwrite"
+            )
+        for path in (self.paths.checkpoint, self.paths.run_json):
+            path.unlink(missing_ok=True)
+        return "fresh"
+
+    def _checkpoint_config(self) -> str | None:
+        if not self.paths.checkpoint.is_file():
+            return None
+        try:
+            return str(torch.load(self.paths.checkpoint, weights_only=True)["config"])
+        except Exception:  # a checkpoint cut short by a kill: start over
+            return None
+
+    # --- building the state -----------------------------------------------------------------------
+
+    def _build(self, resuming: bool) -> _State:
+        """A fresh state; a continuation loads its source unless a checkpoint will replace it."""
+        task, seed, cfg = self.task, self.seed, self.cfg
+        env = task.make_env()
+        low = env.action_space.low.astype(np.float32)
+        high = env.action_space.high.astype(np.float32)
+        dev = self.device
+        sac = SAC(
+            task.obs_dim,
+            task.act_dim,
+            low,
+            high,
+            self.sac_cfg,
+            dev,
+            torch.Generator(device=dev).manual_seed(seed),
+        )
+        prefix_rows = 0
+        if self.source is not None:
+            prefix = self.source["loaded"].buffer.prefix(self.first_step)
+            prefix_rows = len(prefix)
+        buffer = ReplayBuffer(
+            prefix_rows + self.end_step - self.first_step, task.obs_dim, task.act_dim
+        )
+        generators = {
+            "sampler": torch.Generator().manual_seed(seed + 1),
+            "starts": torch.Generator().manual_seed(seed + 2),
+            "rollout": torch.Generator(device=dev).manual_seed(seed + 3),
+            "model_fit": torch.Generator().manual_seed(seed + 4),
+        }
+        pool = ModelPool(cfg.model_pool_size, task.obs_dim, task.act_dim, dev)
+        sampler = MixedBatchSampler(
+            buffer, pool, self.sac_cfg.batch_size, cfg.real_ratio, dev, generators["sampler"]
+        )
+        model = DynamicsModel(self.profile.model, task.obs_dim, task.act_dim).to(dev)
+        learner = make_learner(
+            self.learner_name, self.profile.tom, self.profile.model.weight_clip, seed, dev
+        )
+        obs = env.reset(seed=seed)[0]
+        state = _State(
+            env,
+            sac,
+            buffer,
+            EpisodeRecorder(env, buffer),
+            obs,
+            model,
+            pool,
+            sampler,
+            learner,
+            generators,
+            step=self.first_step,
+            version=0,
+        )
+        if self.source is not None and not resuming:
+            self._load_source(state, prefix)
+        return state
+
+    def _load_source(self, state: _State, prefix: ReplayBuffer) -> None:
+        """The collected prefix, the agent at snapshot K (with this run's sampling seed), and
+        the env exactly where the collector left it."""
+        assert self.source is not None
+        ckpt = self.source["checkpoint"]
+        state.buffer.extend(prefix.columns())
+        sac_state = {**ckpt["sac"], "generator": state.sac.generator.get_state()}
+        state.sac.load_state_dict(sac_state)
+        env_state = dict(ckpt["env"])
+        env_state["physics"] = env_state["physics"].numpy()
+        restore_env_state(state.env, env_state)
+        loop = ckpt["loop"]
+        state.recorder.episode = int(loop["episode"])
+        state.recorder.episode_step = int(loop["episode_step"])
+        state.recorder.episode_return = float(loop["episode_return"])
+        state.obs = ckpt["observation"].numpy()
+        k = self.source["snapshot"]
+        state.version = k
+        state.snapshots.extend(read_snapshot(self.start.buffer, v) for v in range(1, k + 1))
+
+    # --- the loop ---------------------------------------------------------------------------------
+
+    def run(self) -> Path:
+        start = self._prepare_directory()
+        if start == "done":
+            log.info("mbpo: %s is complete; nothing to do", self.paths.root)
+            return self.paths.root
+        state = self._build(resuming=start == "resume")
+        if start == "resume":
+            self._resume(state)
+        cfg, task = self.cfg, self.task
+        random_until = cfg.random_steps if self.start is None else self.first_step
+        normal = StepNoise(self.seed, task.act_dim, "normal")
+        uniform = StepNoise(self.seed, task.act_dim, "uniform")
+        low, high = state.env.action_space.low, state.env.action_space.high
+        bar = tqdm(
+            total=self.end_step - self.first_step,
+            initial=state.step - self.first_step,
+            unit="step",
+            disable=not self.progress,
+            desc=f"mbpo {self.learner_name} {task.task_id} s{self.seed}",
+            mininterval=1.0,
+        )
+        while True:
+            step = state.step
+            boundary = (step - self.first_step) % cfg.epoch_length == 0 or step == self.end_step
+            # A new policy version when the actor starts acting and at each epoch after that.
+            taken = state.snapshots[-1].env_step if state.snapshots else -1
+            acting = step >= random_until and step < self.end_step
+            if acting and (boundary or step == random_until) and taken < step:
+                state.version += 1
+                state.snapshots.append(
+                    PolicySnapshot(state.version, step, state.sac.actor_arrays())
+                )
+            evaluated = boundary and (not state.curve or state.curve[-1]["env_step"] != step)
+            if evaluated:
+                self._evaluate(state)
+                bar.set_postfix(ret=f"{state.curve[-1]['return_mean']:.1f}", refresh=False)
+            if step == self.end_step:
+                break
+            if evaluated:
+                self._checkpoint(state)
+            if step >= random_until and (step - random_until) % cfg.model_train_every == 0:
+                self._model_round(state)
+            times = state.epoch_seconds
+            tick = time.perf_counter()
+            if step < random_until:
+                action = low + (high - low) * uniform.at(step)
+            else:
+                with torch.no_grad():
+                    obs_t = torch.as_tensor(state.obs, dtype=torch.float32, device=self.device)
+                    noise = torch.as_tensor(normal.at(step), device=self.device)
+                    action = state.sac.actor.act(obs_t[None], noise[None])[0].cpu().numpy()
+            state.obs, finished = state.recorder.step(state.obs, action, step, state.version)
+            if finished is not None:
+                state.last_train_return = finished
+            tock = time.perf_counter()
+            times["env"] += tock - tick
+            if step >= random_until:
+                for _ in range(cfg.updates_per_step):
+                    stats = state.sac.update(state.sampler.sample())
+                state.updates += cfg.updates_per_step
+                if (
+                    step + 1 - self.first_step
+                ) % cfg.epoch_length == 0 or step + 1 == self.end_step:
+                    state.sac_stats = stats.tolist()
+                times["sac"] += time.perf_counter() - tock
+            state.step += 1
+            bar.update(1)
+        bar.close()
+        state.env.close()
+        self._finish(state)
+        return self.paths.root
+
+    def _model_round(self, state: _State) -> None:
+        """Plan, fit, roll out: one model round."""
+        cfg, times = self.cfg, state.epoch_seconds
+        tick = time.perf_counter()
+        columns = state.buffer.columns()
+        plan = state.learner.plan(columns, state.sac, state.version)
+        tock = time.perf_counter()
+        times["weights"] += tock - tick
+        cold = state.model_rounds == 0
+        fit = fit_on_columns(
+            state.model,
+            columns,
+            plan.row_weights,
+            state.generators["model_fit"],
+            self.device,
+            target_weights=plan.target_weights,
+            warm_start=not cold,
+            max_epochs=None if cold else cfg.model_max_epochs,
+            batches_per_epoch=None if cold else cfg.model_batches_per_epoch,
+        )
+        tick = time.perf_counter()
+        times["model_fit"] += tick - tock
+        rows = draw_rows(
+            plan.start_probs, len(columns["rewards"]), cfg.rollout_batch, state.generators["starts"]
+        )
+        starts = torch.as_tensor(columns["observations"])[rows].to(self.device)
+        length = cfg.rollout_length_at((state.step - self.first_step) // cfg.epoch_length)
+        rollouts = rollout_model(
+            state.model,
+            state.sac.actor,
+            starts,
+            length,
+            self.task.terminated_torch,
+            state.generators["rollout"],
+        )
+        state.pool.add(rollouts)
+        times["rollout"] += time.perf_counter() - tick
+        state.model_rounds += 1
+        elites = fit.elites
+        holdout = fit.holdout_loss[fit.epochs - 1] if fit.epochs else []
+        state.last_round = {
+            "model_train_loss": fit.train_loss[-1] if fit.train_loss else float("nan"),
+            "model_holdout_loss": float(np.mean([holdout[e] for e in elites]))
+            if holdout
+            else float("nan"),
+            "model_epochs": fit.epochs,
+            "rollout_length": length,
+            "rollout_rows": int(rollouts["observations"].shape[0]),
+        }
+        if plan.row_weights is not None:
+            summary = weight_summary(plan.row_weights)
+            state.last_round["weight_ess_share"] = summary["effective_sample_share"]
+            state.last_round["weight_max"] = summary["quantiles"]["1.0"]
+        elif plan.target_weights is not None:
+            state.last_round["weight_ess_share"] = float("nan")
+            state.last_round["weight_max"] = float(plan.target_weights.max())
+        else:
+            state.last_round["weight_ess_share"] = 1.0
+            state.last_round["weight_max"] = 1.0
+
+    def _evaluate(self, state: _State) -> None:
+        """Test episodes and a curve row; the epoch's phase timings go into the row."""
+        tick = time.perf_counter()
+        returns, lengths = evaluate_policy(
+            self.task,
+            state.sac.actor_arrays(),
+            self.cfg.eval_episodes,
+            self.seed * EVAL_SEED_OFFSET + state.step,
+            self.cfg.eval_max_steps,
+        )
+        state.epoch_seconds["eval"] += time.perf_counter() - tick
+        for k, v in state.epoch_seconds.items():
+            state.total_seconds[k] += v
+        row: dict[str, Any] = {
+            "env_step": state.step,
+            "steps_done": state.step - self.first_step,
+            "policy_version": state.version,
+            "return_mean": float(returns.mean()),
+            "return_std": float(returns.std()),
+            "return_min": float(returns.min()),
+            "return_max": float(returns.max()),
+            "episode_length_mean": float(lengths.mean()),
+            "train_return_last": state.last_train_return,
+            "model_rounds": state.model_rounds,
+            "sac_updates": state.updates,
+            "pool_size": len(state.pool),
+            **{k: state.last_round.get(k, float("nan")) for k in _ROUND_KEYS},
+            **dict(
+                zip(("critic_loss", "actor_loss", "alpha", "entropy"), state.sac_stats, strict=True)
+            ),
+            **{f"seconds_{k}": v for k, v in state.epoch_seconds.items()},
+            "seconds_total": sum(state.total_seconds.values()),
+        }
+        state.curve.append(row)
+        state.epoch_seconds = dict.fromkeys(PHASES, 0.0)
+
+    # --- persistence ------------------------------------------------------------------------------
+
+    def _metadata(self, complete: bool) -> BufferMetadata:
+        config = {**self.config, "acting": "live actor; policy_versions = last snapshot taken"}
+        return BufferMetadata(self.task.task_id, self.seed, config, complete=complete)
+
+    def _checkpoint(self, state: _State) -> None:
+        tick = time.perf_counter()
+        env_state = capture_env_state(state.env)
+        payload = {
+            "config": json.dumps(self.config, sort_keys=True),
+            "env_step": state.step,
+            "version": state.version,
+            "sac": state.sac.state_dict(),
+            "model": state.model.state_dict(),
+            "pool": state.pool.state_dict(),
+            "learner": state.learner.state_dict(),
+            "generators": {k: g.get_state() for k, g in state.generators.items()},
+            "env": {**env_state, "physics": torch.from_numpy(env_state["physics"])},
+            "observation": torch.from_numpy(np.asarray(state.obs, dtype=np.float64)),
+            "loop": json.dumps(
+                {
+                    "episode": state.recorder.episode,
+                    "episode_step": state.recorder.episode_step,
+                    "episode_return": state.recorder.episode_return,
+                    "model_rounds": state.model_rounds,
+                    "updates": state.updates,
+                    "curve": state.curve,
+                    "last_round": state.last_round,
+                    "sac_stats": state.sac_stats,
+                    "last_train_return": state.last_train_return,
+                    "total_seconds": state.total_seconds,
+                }
+            ),
+        }
+        # Buffer first, checkpoint second: a checkpoint always finds its rows on disk.
+        write_buffer(self.paths.buffer, state.buffer, self._metadata(False), state.snapshots)
+        save_tensors(payload, self.paths.checkpoint)
+        state.total_seconds["checkpoint"] += time.perf_counter() - tick
+
+    def _resume(self, state: _State) -> None:
+        ckpt = torch.load(self.paths.checkpoint, weights_only=True, map_location="cpu")
+        try:
+            rows = read_buffer(self.paths.buffer, allow_incomplete=True).buffer.columns()
+        except BufferFormatError as exc:
+            raise TomreproError(f"cannot resume {self.paths.root}: {exc}") from None
+        step = int(ckpt["env_step"])
+        keep = rows["env_steps"] < step
+        state.buffer.extend({k: v[keep] for k, v in rows.items()})
+        state.sac.load_state_dict(ckpt["sac"])
+        state.model.load_state_dict(ckpt["model"])
+        state.pool.load_state_dict(ckpt["pool"])
+        state.learner.load_state_dict(ckpt["learner"])
+        for k, g in state.generators.items():
+            g.set_state(ckpt["generators"][k])
+        env_state = dict(ckpt["env"])
+        env_state["physics"] = env_state["physics"].numpy()
+        restore_env_state(state.env, env_state)
+        loop = json.loads(ckpt["loop"])
+        state.recorder.episode = int(loop["episode"])
+        state.recorder.episode_step = int(loop["episode_step"])
+        state.recorder.episode_return = float(loop["episode_return"])
+        state.model_rounds, state.updates = int(loop["model_rounds"]), int(loop["updates"])
+        state.curve, state.last_round = loop["curve"], loop["last_round"]
+        state.sac_stats, state.last_train_return = loop["sac_stats"], loop["last_train_return"]
+        state.total_seconds = loop["total_seconds"]
+        state.obs = ckpt["observation"].numpy()
+        state.step, state.version = step, int(ckpt["version"])
+        state.snapshots = [read_snapshot(self.paths.buffer, v) for v in range(1, state.version + 1)]
+        log.info("mbpo: resuming %s at env step %d", self.paths.root, step)
+
+    def _finish(self, state: _State) -> None:
+        write_buffer(self.paths.buffer, state.buffer, self._metadata(True), state.snapshots)
+        state.model.save(self.paths.model, {"run": self.config})
+        curve = pd.DataFrame(state.curve)
+        write_curve(curve, self.paths, self.config)
+        steps = self.end_step - self.first_step
+        total = state.total_seconds
+        wall = sum(total.values())
+        summary = {
+            "final_return_mean": float(curve["return_mean"].iloc[-1]),
+            "best_return_mean": float(curve["return_mean"].max()),
+            "env_steps": steps,
+            "sac_updates": state.updates,
+            "model_rounds": state.model_rounds,
+            "seconds": {k: round(v, 3) for k, v in total.items()},
+            "seconds_total": round(wall, 3),
+            "env_steps_per_minute": 60 * steps / wall if wall > 0 else float("nan"),
+            "time_share": {k: round(v / wall, 4) for k, v in total.items()} if wall else {},
+        }
+        with atomic_path(self.paths.run_json) as tmp:
+            tmp.write_text(
+                json.dumps({"config": self.config, "complete": True, "summary": summary}, indent=2)
+            )
+        self.paths.checkpoint.unlink(missing_ok=True)
+        log.info("mbpo: %s done, final return %.1f", self.paths.root, summary["final_return_mean"])
+
+
+_ROUND_KEYS = (
+    "model_train_loss",
+    "model_holdout_loss",
+    "model_epochs",
+    "rollout_length",
+    "rollout_rows",
+    "weight_ess_share",
+    "weight_max",
+)
+TIMING_COLUMNS = (*(f"seconds_{k}" for k in PHASES), "seconds_total")
+
+
+def write_curve(curve: pd.DataFrame, paths: MBPOPaths, config: dict[str, Any]) -> None:
+    """The evaluation curve as tidy CSV and as a netCDF dataset over `env_step`."""
+    with atomic_path(paths.curve_csv) as tmp:
+        curve.to_csv(tmp, index=False)
+    ds = curve.set_index("env_step").to_xarray()
+    ds.attrs.update(
+        {k: str(config[k]) for k in ("kind", "task", "learner", "seed")}
+        | {"config": json.dumps(config, sort_keys=True)}
+    )
+    with atomic_path(paths.curve_nc) as tmp:
+        ds.to_netcdf(tmp, engine="h5netcdf")

@@ -1,0 +1,252 @@
+"""`tomrepro sweep`: a grid of MBPO runs (task x learner x seed, or snapshot x learner x seed for
+continuations) executed as Ray tasks.
+
+An embedded local Ray by default (as many CPUs as the machine has), a cluster when an address is
+given (or `RAY_ADDRESS` is set); `gpus_per_run` < 1 lets several runs share a GPU. Each run writes
+its own directory and is resumable; complete runs are skipped before Ray starts, a failing run is
+reported with its error while the others go on. The sweep ends with `sweep.json` (one entry per
+run) and `curves.csv` (every run's curve, tidy, for DVC plots and the analysis).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+import pandas as pd
+from tqdm import tqdm
+
+from tomrepro.core.atomic import atomic_path
+from tomrepro.core.config import ProfileConfig, profile_from_dict
+from tomrepro.core.errors import ConfigError, TomreproError
+from tomrepro.loops.mbpo import ContinueFrom, MBPOPaths, MBPORun, run_status
+
+Kind = Literal["scratch", "continue"]
+
+
+@dataclass(frozen=True)
+class RunSpec:
+    """One cell of the grid and the directory it writes."""
+
+    kind: Kind
+    task: str
+    learner: str
+    seed: int
+    out_dir: str
+    source: str | None = None
+    snapshot: int | None = None
+
+    @property
+    def name(self) -> str:
+        where = self.task if self.kind == "scratch" else f"k{self.snapshot}"
+        return f"{where}/{self.learner}/s{self.seed}"
+
+
+def plan_grid(
+    profile: ProfileConfig, kind: Kind, root: Path, *, source: Path | None = None
+) -> list[RunSpec]:
+    """The runs of a sweep, from the profile's `mbpo` lists (override them with
+    `with_overrides(profile, "mbpo", ...)`)."""
+    if profile.mbpo is None:
+        raise ConfigError(f"profile {profile.name!r} has no mbpo section")
+    cfg = profile.mbpo
+    root = root.resolve()
+    if kind == "scratch":
+        return [
+            RunSpec(kind, t, m, s, str(root / t / m / f"s{s}"))
+            for t in cfg.tasks
+            for m in cfg.learners
+            for s in cfg.seeds
+        ]
+    if source is None:
+        raise ConfigError("a continuation sweep needs --source BUFFER (a collected buffer.h5)")
+    if not cfg.continue_snapshots:
+        raise ConfigError(
+            "no snapshots to continue from: set mbpo.continue_snapshots or --snapshots"
+        )
+    return [
+        RunSpec(kind, "", m, s, str(root / f"k{k}" / m / f"s{s}"), str(source.resolve()), k)
+        for k in cfg.continue_snapshots
+        for m in cfg.learners
+        for s in cfg.seeds
+    ]
+
+
+def make_run(
+    profile: ProfileConfig, spec: RunSpec, device: str | None, rerun_complete: bool = False
+) -> MBPORun:
+    start = None
+    if spec.kind == "continue":
+        assert spec.source is not None and spec.snapshot is not None
+        assert profile.mbpo is not None
+        start = ContinueFrom(Path(spec.source), spec.snapshot, profile.mbpo.continue_env_steps)
+    return MBPORun(
+        profile,
+        Path(spec.out_dir),
+        learner=spec.learner,  # type: ignore[arg-type]
+        task=spec.task or None,
+        seed=spec.seed,
+        start=start,
+        device=device,
+        overwrite=True,
+        rerun_complete=rerun_complete,
+        progress=False,
+    )
+
+
+def _execute(
+    spec: dict[str, Any], profile: dict[str, Any], device: str | None, threads: int, rerun: bool
+) -> dict[str, Any]:
+    """Body of one Ray task: run (or resume) one MBPO run, return its summary."""
+    import torch
+
+    torch.set_num_threads(threads)
+    run = make_run(profile_from_dict(profile), RunSpec(**spec), device, rerun)
+    run.run()
+    status = run_status(run.paths.root) or {}
+    return dict(status.get("summary", {}))
+
+
+@dataclass
+class SweepResult:
+    runs: list[dict[str, Any]]
+
+    @property
+    def failed(self) -> list[dict[str, Any]]:
+        return [r for r in self.runs if r["status"] == "failed"]
+
+
+def run_sweep(
+    profile: ProfileConfig,
+    specs: list[RunSpec],
+    root: Path,
+    *,
+    address: str | None = None,
+    num_cpus: int | None = None,
+    cpus_per_run: float = 1,
+    gpus_per_run: float = 0,
+    device: str | None = None,
+    rerun_complete: bool = False,
+    progress: bool = True,
+) -> SweepResult:
+    """Run every spec not yet complete through Ray; write `sweep.json` and `curves.csv`."""
+    results: dict[str, dict[str, Any]] = {}
+    todo = []
+    for spec in specs:
+        run = make_run(profile, spec, device, rerun_complete)  # checks inputs before Ray starts
+        if run.finished():
+            results[spec.name] = {"run": spec.name, "status": "skipped", **asdict(spec)}
+        else:
+            todo.append(spec)
+    if todo:
+        results.update(
+            _run_with_ray(
+                profile,
+                todo,
+                address,
+                num_cpus,
+                cpus_per_run,
+                gpus_per_run,
+                device,
+                rerun_complete,
+                progress,
+            )
+        )
+    ordered = [results[s.name] for s in specs]
+    for entry in ordered:
+        status = run_status(Path(entry["out_dir"]))
+        if status and status.get("complete"):
+            entry["summary"] = status.get("summary")
+    root.mkdir(parents=True, exist_ok=True)
+    with atomic_path(root / "sweep.json") as tmp:
+        tmp.write_text(json.dumps(ordered, indent=2))
+    write_sweep_curves(specs, root / "curves.csv")
+    return SweepResult(ordered)
+
+
+def _run_with_ray(
+    profile: ProfileConfig,
+    specs: list[RunSpec],
+    address: str | None,
+    num_cpus: int | None,
+    cpus_per_run: float,
+    gpus_per_run: float,
+    device: str | None,
+    rerun_complete: bool,
+    progress: bool,
+) -> dict[str, dict[str, Any]]:
+    import ray
+
+    os.environ.setdefault("RAY_AUTH_MODE", "disabled")
+    address = address or os.environ.get("RAY_ADDRESS")
+    started_here = not ray.is_initialized()
+    if started_here:
+        if address:
+            ray.init(address=address, log_to_driver=False)
+        else:
+            ray.init(
+                num_cpus=num_cpus or os.cpu_count() or 1,
+                include_dashboard=False,
+                log_to_driver=False,
+            )
+    if gpus_per_run > 0 and not ray.cluster_resources().get("GPU"):
+        raise TomreproError(f"--gpus-per-run {gpus_per_run} asked for, but Ray sees no GPU")
+    if gpus_per_run > 0:
+        device = "cuda"
+    task = ray.remote(_execute).options(num_cpus=cpus_per_run, num_gpus=gpus_per_run, max_retries=0)
+    raw = profile.model_dump(mode="json")
+    threads = max(1, int(cpus_per_run))
+    pending = {task.remote(asdict(s), raw, device, threads, rerun_complete): s for s in specs}
+    results: dict[str, dict[str, Any]] = {}
+    bar = tqdm(total=len(specs), unit="run", disable=not progress, desc="sweep")
+    try:
+        while pending:
+            done, _ = ray.wait(list(pending), num_returns=1)
+            spec = pending.pop(done[0])
+            entry: dict[str, Any] = {"run": spec.name, **asdict(spec)}
+            try:
+                ray.get(done[0])
+                entry["status"] = "done"
+            except Exception as exc:  # a failed run is reported; the sweep goes on
+                entry["status"] = "failed"
+                entry["error"] = _one_line(exc)
+                bar.write(f"sweep: {spec.name} failed: {entry['error']}")
+            results[spec.name] = entry
+            failed = sum(r["status"] == "failed" for r in results.values())
+            bar.set_postfix(failed=failed, refresh=False)
+            bar.update(1)
+    finally:
+        bar.close()
+        if started_here:
+            ray.shutdown()
+    return results
+
+
+def _one_line(exc: BaseException) -> str:
+    """The root cause of a Ray task failure (Ray wraps it) as one line."""
+    cause = getattr(exc, "cause", None) or exc
+    lines = str(cause).strip().splitlines()
+    return f"{type(cause).__name__}: {lines[-1] if lines else ''}"
+
+
+def write_sweep_curves(specs: Sequence[RunSpec], path: Path) -> None:
+    """Every complete run's curve with its grid coordinates, as one tidy CSV."""
+    frames = []
+    for spec in specs:
+        paths = MBPOPaths(Path(spec.out_dir))
+        if not paths.curve_csv.is_file():
+            continue
+        curve = pd.read_csv(paths.curve_csv)
+        status = run_status(paths.root) or {}
+        curve.insert(0, "seed", spec.seed)
+        curve.insert(0, "learner", spec.learner)
+        curve.insert(0, "task", status.get("config", {}).get("task", spec.task))
+        curve.insert(0, "snapshot", spec.snapshot if spec.snapshot is not None else -1)
+        frames.append(curve)
+    table = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
+    with atomic_path(path) as tmp:
+        table.to_csv(tmp, index=False)
