@@ -1,9 +1,9 @@
 """MBPO speed: env steps per minute of MBPO-MLE and MBPO-TOM on Hopper-v5, in the same run.
 
-Each learner runs the default profile's MBPO (20 SAC updates per env step, a model round every
-250 steps with 100 000 rollouts, 10 test episodes per 1000-step epoch) through the random phase
-and one warm-up epoch; the figures cover the `--epochs` epochs after that (model training,
-rollouts, TOM's estimator, evaluation and SAC updates included; checkpoint writing excluded).
+Each learner runs the default profile's MBPO settings (20 SAC updates per env step, a model
+round every 250 steps with 100 000 rollouts, 10 test episodes per 1000-step epoch) through the
+random phase and one warm-up epoch; the figures cover the `--epochs` epochs after that (model
+training, rollouts, TOM's estimator, evaluation and SAC updates; checkpoint writing excluded).
 Prints steps per minute, the share of time per phase, and the TOM/MLE time ratio.
 
 Run: `python benchmarks/mbpo.py [--epochs 1] [--device auto] [--learners mle,tom]`.
@@ -22,12 +22,17 @@ from tomrepro.core.config import load_profile, with_overrides
 from tomrepro.loops.mbpo import PHASES, MBPORun
 
 
-def measure(learner: str, epochs: int, device: str, out: Path) -> dict[str, float]:
+def measure(
+    learner: str, epochs: int, random_steps: int, device: str, out: Path
+) -> dict[str, float]:
     profile = load_profile("default")
     assert profile.mbpo is not None
+    total = random_steps + (1 + epochs) * profile.mbpo.epoch_length
+    profile = with_overrides(
+        profile, "mbpo", env_steps=total, random_steps=random_steps, tasks=["Hopper-v5"]
+    )
     cfg = profile.mbpo
-    total = cfg.random_steps + (1 + epochs) * cfg.epoch_length
-    profile = with_overrides(profile, "mbpo", env_steps=total, tasks=["Hopper-v5"])
+    assert cfg is not None
     MBPORun(profile, out, learner=learner, device=device, progress=True).run()  # type: ignore[arg-type]
     curve = pd.read_csv(out / "curve.csv")
     window = curve[curve["env_step"] > cfg.random_steps + cfg.epoch_length]
@@ -40,6 +45,7 @@ def measure(learner: str, epochs: int, device: str, out: Path) -> dict[str, floa
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--epochs", type=int, default=1)
+    parser.add_argument("--random-steps", type=int, default=5000, help="MBPO's Hopper setting.")
     parser.add_argument("--device", default="auto")
     parser.add_argument("--learners", default="mle,tom")
     args = parser.parse_args()
@@ -49,7 +55,9 @@ def main() -> None:
     results = {}
     with tempfile.TemporaryDirectory() as tmp:
         for learner in args.learners.split(","):
-            results[learner] = measure(learner, args.epochs, device, Path(tmp) / learner)
+            results[learner] = measure(
+                learner, args.epochs, args.random_steps, device, Path(tmp) / learner
+            )
     for learner, r in results.items():
         shares = "  ".join(f"{k} {100 * r[k] / r['wall']:.1f}%" for k in PHASES if r[k] > 0)
         print(

@@ -87,7 +87,7 @@ def test_rollouts_stop_at_termination_and_drop_nonfinite(hopper_buffer):
     task = get_task("Hopper-v5")
     model = DynamicsModel(SMALL_MODEL, 11, 3)
     fit_on_columns(model, hopper_buffer.columns(), None, torch.Generator().manual_seed(0), CPU)
-    starts = torch.as_tensor(hopper_buffer.columns()["observations"][:500])
+    starts = torch.tensor(hopper_buffer.columns()["observations"][:500])  # a copy: NaN below
     starts[:5] = float("nan")  # these rows must vanish rather than reach SAC
     out = rollout_model(model, _agent(11, 3).actor, starts, 3, task.terminated_torch,
                         torch.Generator().manual_seed(1))  # fmt: skip
@@ -129,7 +129,9 @@ def test_target_weights_decide_which_outputs_are_learned():
             )
             pred = (mean * model.target_std + model.target_mean).mean(0).numpy()
         errors.append(np.square(pred - y).mean(0))
-    assert errors[0][0] < 0.3 * errors[0][1] and errors[1][1] < 0.3 * errors[1][0]
+    # The output with weight 0 stays at its variance (0.5); the weighted one is learned.
+    assert errors[0][1] > 0.45 and errors[1][0] > 0.45
+    assert errors[0][0] < 0.6 * errors[0][1] and errors[1][1] < 0.6 * errors[1][0]
     with pytest.raises(Exception, match="target weights"):
         fit_dynamics(DynamicsModel(cfg, 1, 1), x, y, None, torch.Generator(), CPU,
                      target_weights=-np.ones_like(y))  # fmt: skip

@@ -64,6 +64,10 @@ def test_dvc_repro_runs_the_smoke_profile_and_then_has_nothing_to_do(project):
     assert metrics["transitions"] == 2000
     collected = read_buffer(project / "datasets" / "smoke" / "collect" / "buffer.h5", deep=True)
     assert collected.metadata.complete and collected.snapshot_steps
+    for stage in ("mbpo_continue", "mbpo_scratch"):
+        summary = json.loads((project / "datasets" / "smoke" / f"{stage}.json").read_text())
+        assert len(summary) == 2 and {r["status"] for r in summary.values()} == {"done"}, summary
+        assert all(isinstance(r["final_return_mean"], float) for r in summary.values())
 
     second = _run([*dvc, "repro"], project)
     assert second.returncode == 0, second.stderr

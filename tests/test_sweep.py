@@ -23,7 +23,7 @@ def test_two_run_sweep_reports_failure_then_skips(run_cli, tmp_path):
     )  # fmt: skip
     code, stdout, err = run_cli(*args)
     assert code == 2 and "1 of 2 runs failed" in err
-    runs = {r["learner"]: r for r in json.loads((out / "sweep.json").read_text())}
+    runs = {k.split("/")[1]: r for k, r in json.loads((out / "sweep.json").read_text()).items()}
     assert runs["pmac"]["status"] == "done"
     assert (
         runs["mle"]["status"] == "failed"
@@ -33,7 +33,7 @@ def test_two_run_sweep_reports_failure_then_skips(run_cli, tmp_path):
     blocker.unlink()
     code, stdout, _ = run_cli(*args)
     assert code == 0
-    runs = {r["learner"]: r for r in json.loads((out / "sweep.json").read_text())}
+    runs = {k.split("/")[1]: r for k, r in json.loads((out / "sweep.json").read_text()).items()}
     assert runs["pmac"]["status"] == "skipped" and runs["mle"]["status"] == "done"
 
     code, stdout, _ = run_cli(*args)

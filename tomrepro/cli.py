@@ -547,6 +547,18 @@ def _csv(kind: type):
 @click.option("--gpus-per-run", type=float, default=0.0, show_default=True)
 @click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default=None)
 @click.option("--rerun-complete", is_flag=True, help="Redo finished runs.")
+@click.option(
+    "--summary",
+    type=click.Path(path_type=Path),
+    default=None,
+    help="Summary JSON per run (default OUT/sweep.json).",
+)
+@click.option(
+    "--curves",
+    type=click.Path(path_type=Path),
+    default=None,
+    help="Tidy CSV of all curves (default OUT/curves.csv).",
+)
 @click.option("--quiet", is_flag=True, help="No progress bar.")
 def sweep(
     profile: str,
@@ -564,6 +576,8 @@ def sweep(
     gpus_per_run: float,
     device: str | None,
     rerun_complete: bool,
+    summary: Path | None,
+    curves: Path | None,
     quiet: bool,
 ) -> None:
     """Run a grid of MBPO runs through Ray; finished runs are skipped, failures reported."""
@@ -591,6 +605,8 @@ def sweep(
         device=device,
         rerun_complete=rerun_complete,
         progress=not quiet,
+        summary_path=summary,
+        curves_path=curves,
     )
     for entry in result.runs:
         summary = entry.get("summary") or {}

@@ -4,8 +4,9 @@ continuations) executed as Ray tasks.
 An embedded local Ray by default (as many CPUs as the machine has), a cluster when an address is
 given (or `RAY_ADDRESS` is set); `gpus_per_run` < 1 lets several runs share a GPU. Each run writes
 its own directory and is resumable; complete runs are skipped before Ray starts, a failing run is
-reported with its error while the others go on. The sweep ends with `sweep.json` (one entry per
-run) and `curves.csv` (every run's curve, tidy, for DVC plots and the analysis).
+reported with its error while the others go on. The sweep ends with a summary JSON (one entry per
+run: status, error, final and best return, speed; DVC metrics) and a tidy CSV of every run's
+curve (DVC plots, the analysis); both default to files in the sweep directory.
 """
 
 from __future__ import annotations
@@ -132,8 +133,10 @@ def run_sweep(
     device: str | None = None,
     rerun_complete: bool = False,
     progress: bool = True,
+    summary_path: Path | None = None,
+    curves_path: Path | None = None,
 ) -> SweepResult:
-    """Run every spec not yet complete through Ray; write `sweep.json` and `curves.csv`."""
+    """Run every spec not yet complete through Ray; write the summary and the curves."""
     results: dict[str, dict[str, Any]] = {}
     todo = []
     for spec in specs:
@@ -162,10 +165,25 @@ def run_sweep(
         if status and status.get("complete"):
             entry["summary"] = status.get("summary")
     root.mkdir(parents=True, exist_ok=True)
-    with atomic_path(root / "sweep.json") as tmp:
-        tmp.write_text(json.dumps(ordered, indent=2))
-    write_sweep_curves(specs, root / "curves.csv")
+    with atomic_path(summary_path or root / "sweep.json") as tmp:
+        tmp.write_text(json.dumps(_metrics(ordered), indent=2))
+    write_sweep_curves(specs, curves_path or root / "curves.csv")
     return SweepResult(ordered)
+
+
+def _metrics(entries: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    """Per run: status (and error), final / best return, env steps per minute."""
+    out = {}
+    for entry in entries:
+        summary = entry.get("summary") or {}
+        row = {"status": entry["status"], "out_dir": entry["out_dir"]}
+        if "error" in entry:
+            row["error"] = entry["error"]
+        for key in ("final_return_mean", "best_return_mean", "env_steps_per_minute"):
+            if key in summary:
+                row[key] = summary[key]
+        out[entry["run"]] = row
+    return out
 
 
 def _run_with_ray(

@@ -13,6 +13,7 @@ training weights, per-row-per-output loss weights, and the distribution of rollo
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -101,6 +102,8 @@ class TOMLearner(ModelLearner):
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
+        # Adam's load_state_dict keeps references to the given tensors: take private copies.
+        state = copy.deepcopy(state)
         self.rounds = int(state["rounds"])
         if "q" not in state:
             self.estimator = None
