@@ -6,10 +6,14 @@ import json
 import logging
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING, cast
 
 import click
 
 from tomrepro.core.errors import TomreproError
+
+if TYPE_CHECKING:
+    from tomrepro.core.config import LearnerName
 
 EXIT_USER_ERROR = 2
 
@@ -462,7 +466,7 @@ def mbpo(
     root = MBPORun(
         cfg,
         out,
-        learner=learner,
+        learner=cast("LearnerName", learner),
         task=task,
         device=device,
         overwrite=overwrite,
@@ -502,7 +506,7 @@ def continue_command(
     root = MBPORun(
         cfg,
         out,
-        learner=learner,
+        learner=cast("LearnerName", learner),
         start=start,
         device=device,
         overwrite=overwrite,
@@ -581,7 +585,7 @@ def sweep(
     quiet: bool,
 ) -> None:
     """Run a grid of MBPO runs through Ray; finished runs are skipped, failures reported."""
-    from tomrepro.sweep import plan_grid, run_sweep
+    from tomrepro.sweep import Kind, plan_grid, run_sweep
 
     cfg = _mbpo_profile(
         profile,
@@ -593,7 +597,7 @@ def sweep(
         seeds=seeds,
         continue_snapshots=snapshots,
     )
-    specs = plan_grid(cfg, kind, out, source=source)
+    specs = plan_grid(cfg, cast(Kind, kind), out, source=source)
     result = run_sweep(
         cfg,
         specs,
@@ -609,8 +613,8 @@ def sweep(
         curves_path=curves,
     )
     for entry in result.runs:
-        summary = entry.get("summary") or {}
-        final = summary.get("final_return_mean")
+        info = entry.get("summary") or {}
+        final = info.get("final_return_mean")
         detail = f"final return {final:.1f}" if final is not None else entry.get("error", "")
         click.echo(f"{entry['run']:<40} {entry['status']:<8} {detail}")
     if result.failed:

@@ -355,7 +355,8 @@ class MBPORun:
         state.obs = ckpt["observation"].numpy()
         k = self.source["snapshot"]
         state.version = k
-        state.snapshots.extend(read_snapshot(self.start.buffer, v) for v in range(1, k + 1))
+        source = Path(self.source["buffer"])
+        state.snapshots.extend(read_snapshot(source, v) for v in range(1, k + 1))
 
     # --- the loop ---------------------------------------------------------------------------------
 
