@@ -407,22 +407,16 @@ class MBPORun:
             if step < random_until:
                 action = low + (high - low) * uniform.at(step)
             else:
-                with torch.no_grad():
-                    obs_t = torch.as_tensor(state.obs, dtype=torch.float32, device=self.device)
-                    noise = torch.as_tensor(normal.at(step), device=self.device)
-                    action = state.sac.actor.act(obs_t[None], noise[None])[0].cpu().numpy()
+                action = self._policy_action(state, normal.at(step))
             state.obs, finished = state.recorder.step(state.obs, action, step, state.version)
             if finished is not None:
                 state.last_train_return = finished
             tock = time.perf_counter()
             times["env"] += tock - tick
             if step >= random_until:
-                for _ in range(cfg.updates_per_step):
-                    stats = state.sac.update(state.sampler.sample())
-                state.updates += cfg.updates_per_step
-                if (
-                    step + 1 - self.first_step
-                ) % cfg.epoch_length == 0 or step + 1 == self.end_step:
+                stats = self._train_agent(state)
+                epoch_ends = (step + 1 - self.first_step) % cfg.epoch_length == 0
+                if epoch_ends or step + 1 == self.end_step:
                     state.sac_stats = stats.tolist()
                 times["sac"] += time.perf_counter() - tock
             state.step += 1
@@ -431,6 +425,20 @@ class MBPORun:
         state.env.close()
         self._finish(state)
         return self.paths.root
+
+    def _policy_action(self, state: _State, noise: np.ndarray) -> np.ndarray:
+        """The live actor's action for the current observation and this step's noise."""
+        with torch.no_grad():
+            obs = torch.as_tensor(state.obs, dtype=torch.float32, device=self.device)
+            eps = torch.as_tensor(noise, device=self.device)
+            return state.sac.actor.act(obs[None], eps[None])[0].cpu().numpy()
+
+    def _train_agent(self, state: _State) -> torch.Tensor:
+        """`updates_per_step` SAC updates on mixed real/model minibatches; the last one's stats."""
+        for _ in range(self.cfg.updates_per_step):
+            stats = state.sac.update(state.sampler.sample())
+        state.updates += self.cfg.updates_per_step
+        return stats
 
     def _model_round(self, state: _State) -> None:
         """Plan, fit, roll out: one model round."""
