@@ -57,6 +57,17 @@ CASES = {
     "negative gamma": (lambda r: r["sac"].update(gamma=-0.1), "sac.gamma"),
     "negative seed": (lambda r: r.update(seed=-1), "seed"),
     "bad device": (lambda r: r.update(device="tpu"), "device"),
+    "unknown learner": (lambda r: r["mbpo"].update(learners=["mle", "mve"]), "mbpo.learners"),
+    "repeated seeds": (lambda r: r["mbpo"].update(seeds=[0, 0]), "seeds has repeated entries"),
+    "real ratio above one": (lambda r: r["mbpo"].update(real_ratio=1.5), "mbpo.real_ratio"),
+    "unknown mbpo task": (
+        lambda r: r["mbpo"].update(tasks=["Hoper-v5"]),
+        "unknown task 'Hoper-v5'",
+    ),
+    "backwards schedule": (
+        lambda r: r["mbpo"].update(rollout_schedule=[20, 10, 1, 15]),
+        "rollout_schedule must be",
+    ),
     "unknown task": (
         lambda r: r["random_buffer"].update(task="Hopper-v9"),
         "random_buffer.task: Value error, unknown task 'Hopper-v9'",
@@ -93,3 +104,11 @@ def test_yaml_syntax_error_names_the_line(tmp_path):
 def test_unknown_profile_lists_the_known_ones():
     with pytest.raises(ConfigError, match="known: default, paper, smoke"):
         load_profile("nightly", PROFILES)
+
+
+def test_mbpo_rollout_schedule_grows_linearly():
+    mbpo = load_profile("smoke", PROFILES).mbpo
+    assert mbpo is not None and mbpo.rollout_length_at(50) == mbpo.rollout_length
+    scheduled = mbpo.model_copy(update={"rollout_schedule": (20, 100, 1, 15)})
+    lengths = [scheduled.rollout_length_at(e) for e in (0, 20, 60, 100, 300)]
+    assert lengths == [1, 1, 8, 15, 15]

@@ -402,6 +402,63 @@ def finite_mdp_command(mdps: int, seed: int, out: Path | None) -> None:
             tmp.write_text(json.dumps(report, indent=2))
 
 
+_SNAPSHOTS_FROM = click.option(
+    "--snapshots-from",
+    type=click.Path(path_type=Path),
+    default=None,
+    help="Attach the policy snapshots of this buffer file (e.g. the one that was exported).",
+)
+
+
+@cli.command("import-minari")
+@click.argument("dataset")
+@click.option("--out", type=click.Path(path_type=Path), required=True, help="Buffer file.")
+@click.option("--task", default=None, help="Registry task, when the env id does not map to one.")
+@_SNAPSHOTS_FROM
+def import_minari_command(
+    dataset: str, out: Path, task: str | None, snapshots_from: Path | None
+) -> None:
+    """A local Minari dataset (directory or id under MINARI_DATASETS_PATH) -> buffer file."""
+    from tomrepro.core.minari_io import import_minari
+
+    click.echo(f"wrote {import_minari(dataset, out, task, snapshots_from)}")
+
+
+@cli.command("import-d4rl")
+@click.argument("file", type=click.Path(path_type=Path))
+@click.option("--task", required=True, help="Registry task the data comes from.")
+@click.option("--out", type=click.Path(path_type=Path), required=True, help="Buffer file.")
+@_SNAPSHOTS_FROM
+def import_d4rl_command(file: Path, task: str, out: Path, snapshots_from: Path | None) -> None:
+    """A D4RL-style flat HDF5 file -> buffer file (episodes split at terminals and timeouts)."""
+    from tomrepro.core.d4rl_io import import_d4rl
+
+    path, dropped = import_d4rl(file, out, task, snapshots_from)
+    if dropped:
+        click.echo(f"dropped {dropped} episode-final rows whose next observation is unknown")
+    click.echo(f"wrote {path}")
+
+
+@cli.command("export-minari")
+@click.argument("buffer", type=click.Path(path_type=Path))
+@click.option("--dataset-id", required=True, help="Minari id, e.g. tomrepro/hopper/sac-v0.")
+def export_minari_command(buffer: Path, dataset_id: str) -> None:
+    """A buffer file -> a local Minari dataset (under MINARI_DATASETS_PATH)."""
+    from tomrepro.core.minari_io import export_minari
+
+    click.echo(f"wrote {export_minari(buffer, dataset_id)}")
+
+
+@cli.command("export-d4rl")
+@click.argument("buffer", type=click.Path(path_type=Path))
+@click.option("--out", type=click.Path(path_type=Path), required=True, help="HDF5 file.")
+def export_d4rl_command(buffer: Path, out: Path) -> None:
+    """A buffer file -> a D4RL-style flat HDF5 file (with next_observations and provenance)."""
+    from tomrepro.core.d4rl_io import export_d4rl
+
+    click.echo(f"wrote {export_d4rl(buffer, out)}")
+
+
 _LEARNERS = click.Choice(["mle", "tom", "tom-nodisc", "pmac", "vagram"])
 
 

@@ -176,7 +176,7 @@ def _metrics(entries: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
     out = {}
     for entry in entries:
         summary = entry.get("summary") or {}
-        row = {"status": entry["status"], "out_dir": entry["out_dir"]}
+        row: dict[str, Any] = {"status": entry["status"]}
         if "error" in entry:
             row["error"] = entry["error"]
         for key in ("final_return_mean", "best_return_mean", "env_steps_per_minute"):
