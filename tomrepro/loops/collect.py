@@ -39,7 +39,6 @@ from tomrepro.core.buffer_file import (
     write_buffer,
 )
 from tomrepro.core.config import ProfileConfig
-from tomrepro.core.env_state import capture_env_state, restore_env_state
 from tomrepro.core.errors import BufferFormatError, TomreproError
 from tomrepro.core.noise import StepNoise
 from tomrepro.core.tasks import get_task
@@ -47,7 +46,7 @@ from tomrepro.learning.devices import resolve_device
 from tomrepro.learning.policy import SnapshotPolicy
 from tomrepro.learning.sac import SAC, MinibatchSampler
 from tomrepro.learning.serialization import save_tensors
-from tomrepro.loops.episode_recorder import EpisodeRecorder
+from tomrepro.loops.episode_recorder import EpisodeRecorder, restore_episode, save_episode
 
 log = logging.getLogger(__name__)
 
@@ -260,14 +259,12 @@ class Collector:
     def _checkpoint(self, run: _Run) -> None:
         """Agent state at the current snapshot, then the buffer so far (marked incomplete)."""
         tick = time.perf_counter()
-        env_state = capture_env_state(run.env)
         payload = {
             "env_step": run.step,
             "policy_version": run.version,
             "sac": run.sac.state_dict(),
             "sampler_generator": run.sampler.generator.get_state(),
-            "env": {**env_state, "physics": torch.from_numpy(env_state["physics"])},
-            "observation": torch.from_numpy(np.asarray(run.obs, dtype=np.float64)),
+            **save_episode(run.env, run.obs),
             "loop": {
                 "episode": run.recorder.episode,
                 "episode_step": run.recorder.episode_step,
@@ -296,18 +293,12 @@ class Collector:
         run.buffer.extend({k: v[keep] for k, v in rows.items()})
         run.sac.load_state_dict(ckpt["sac"])
         run.sampler.generator.set_state(ckpt["sampler_generator"])
-        env_state = dict(ckpt["env"])
-        env_state["physics"] = env_state["physics"].numpy()
-        restore_env_state(run.env, env_state)
         loop = ckpt["loop"]
-        run.recorder.episode = int(loop["episode"])
-        run.recorder.episode_step = int(loop["episode_step"])
-        run.recorder.episode_return = float(loop["episode_return"])
+        run.obs = restore_episode(ckpt, loop, run.env, run.recorder)
         run.step, run.version_step, run.updates = step, step, int(loop["updates"])
         run.version = int(ckpt["policy_version"])
         run.snapshots.extend(read_snapshot(self.paths.buffer, v) for v in range(1, run.version + 1))
         run.policy = SnapshotPolicy(run.snapshots[-1].tensors)
-        run.obs = ckpt["observation"].numpy()
         log.info("collect: resuming at env step %d (policy version %d)", step, run.version)
 
     def _finish(self, run: _Run, stats: torch.Tensor) -> None:

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
+import torch
 
 from tomrepro.core.buffer import ReplayBuffer
+from tomrepro.core.env_state import capture_env_state, restore_env_state
 
 
 class EpisodeRecorder:
@@ -51,3 +54,26 @@ class EpisodeRecorder:
         finished = self.episode_return
         self.episode, self.episode_step, self.episode_return = self.episode + 1, 0, 0.0
         return self.env.reset()[0], finished
+
+
+def save_episode(env: Any, obs: np.ndarray) -> dict[str, Any]:
+    """The live env mid-episode and the observation to act on, as checkpoint-safe tensors."""
+    state = capture_env_state(env)
+    return {
+        "env": {**state, "physics": torch.from_numpy(state["physics"])},
+        "observation": torch.from_numpy(np.asarray(obs, dtype=np.float64)),
+    }
+
+
+def restore_episode(
+    payload: Mapping[str, Any], counters: Mapping[str, Any], env: Any, recorder: EpisodeRecorder
+) -> np.ndarray:
+    """Undo `save_episode` into a reset env, set the recorder's counters from `counters`
+    (episode, episode_step, episode_return); returns the observation to act on."""
+    state = dict(payload["env"])
+    state["physics"] = state["physics"].numpy()
+    restore_env_state(env, state)
+    recorder.episode = int(counters["episode"])
+    recorder.episode_step = int(counters["episode_step"])
+    recorder.episode_return = float(counters["episode_return"])
+    return payload["observation"].numpy()

@@ -43,7 +43,6 @@ from tomrepro.core.buffer_file import (
     write_buffer,
 )
 from tomrepro.core.config import LearnerName, ProfileConfig, SACConfig
-from tomrepro.core.env_state import capture_env_state, restore_env_state
 from tomrepro.core.errors import BufferFormatError, ConfigError, TomreproError
 from tomrepro.core.noise import StepNoise
 from tomrepro.core.tasks import get_task
@@ -57,7 +56,7 @@ from tomrepro.learning.sac import SAC
 from tomrepro.learning.serialization import save_tensors
 from tomrepro.learning.tom_weights import weight_summary
 from tomrepro.loops.collect import CollectPaths
-from tomrepro.loops.episode_recorder import EpisodeRecorder
+from tomrepro.loops.episode_recorder import EpisodeRecorder, restore_episode, save_episode
 from tomrepro.loops.policy_evaluation import evaluate_policy
 
 log = logging.getLogger(__name__)
@@ -345,14 +344,7 @@ class MBPORun:
         state.buffer.extend(prefix.columns())
         sac_state = {**ckpt["sac"], "generator": state.sac.generator.get_state()}
         state.sac.load_state_dict(sac_state)
-        env_state = dict(ckpt["env"])
-        env_state["physics"] = env_state["physics"].numpy()
-        restore_env_state(state.env, env_state)
-        loop = ckpt["loop"]
-        state.recorder.episode = int(loop["episode"])
-        state.recorder.episode_step = int(loop["episode_step"])
-        state.recorder.episode_return = float(loop["episode_return"])
-        state.obs = ckpt["observation"].numpy()
+        state.obs = restore_episode(ckpt, ckpt["loop"], state.env, state.recorder)
         k = self.source["snapshot"]
         state.version = k
         source = Path(self.source["buffer"])
@@ -544,7 +536,6 @@ class MBPORun:
 
     def _checkpoint(self, state: _State) -> None:
         tick = time.perf_counter()
-        env_state = capture_env_state(state.env)
         payload = {
             "config": json.dumps(self.config, sort_keys=True),
             "env_step": state.step,
@@ -554,8 +545,7 @@ class MBPORun:
             "pool": state.pool.state_dict(),
             "learner": state.learner.state_dict(),
             "generators": {k: g.get_state() for k, g in state.generators.items()},
-            "env": {**env_state, "physics": torch.from_numpy(env_state["physics"])},
-            "observation": torch.from_numpy(np.asarray(state.obs, dtype=np.float64)),
+            **save_episode(state.env, state.obs),
             "loop": json.dumps(
                 {
                     "episode": state.recorder.episode,
@@ -591,18 +581,12 @@ class MBPORun:
         state.learner.load_state_dict(ckpt["learner"])
         for k, g in state.generators.items():
             g.set_state(ckpt["generators"][k])
-        env_state = dict(ckpt["env"])
-        env_state["physics"] = env_state["physics"].numpy()
-        restore_env_state(state.env, env_state)
         loop = json.loads(ckpt["loop"])
-        state.recorder.episode = int(loop["episode"])
-        state.recorder.episode_step = int(loop["episode_step"])
-        state.recorder.episode_return = float(loop["episode_return"])
+        state.obs = restore_episode(ckpt, loop, state.env, state.recorder)
         state.model_rounds, state.updates = int(loop["model_rounds"]), int(loop["updates"])
         state.curve, state.last_round = loop["curve"], loop["last_round"]
         state.sac_stats, state.last_train_return = loop["sac_stats"], loop["last_train_return"]
         state.total_seconds = loop["total_seconds"]
-        state.obs = ckpt["observation"].numpy()
         state.step, state.version = step, int(ckpt["version"])
         state.snapshots = [read_snapshot(self.paths.buffer, v) for v in range(1, state.version + 1)]
         log.info("mbpo: resuming %s at env step %d", self.paths.root, step)
