@@ -103,7 +103,16 @@ def test_minari_dataset_made_with_minari_api_on_mujoco_imports_and_validates(tmp
                 terminations=terms, truncations=truncs,
             )
         )  # fmt: skip
-    minari.create_dataset_from_buffers("pendulum/random-v0", episodes, env=env.spec)
+    minari.create_dataset_from_buffers(
+        "pendulum/random-v0",
+        episodes,
+        env=env.spec,
+        eval_env=env.spec,
+        algorithm_name="uniform random",
+        author="tomrepro tests",
+        author_email="tests@localhost",
+        description="random InvertedPendulum-v5 episodes",
+    )
     env.close()
     out = tmp_path / "imported.h5"
     code, _, err = run_cli("import-minari", "pendulum/random-v0", "--out", out)
