@@ -248,17 +248,15 @@ class MBPORun:
             ) from None
         wanted = json.dumps(self.config, sort_keys=True)
         status = run_status(self.paths.root)
-        if status is not None:
+        if status is not None:  # run.json is written when a run finishes
             same = json.dumps(status.get("config"), sort_keys=True) == wanted
             if not same and not self.overwrite:
                 raise TomreproError(
                     f"{self.paths.root} holds an MBPO run with a different config; "
                     "choose another --out or pass --overwrite"
                 )
-            if same and status.get("complete") and not self.rerun_complete:
+            if same and not self.rerun_complete:
                 return "done"
-            if same and not status.get("complete") and self._checkpoint_config() == wanted:
-                return "resume"
         elif self._checkpoint_config() == wanted:
             return "resume"
         elif self.paths.checkpoint.exists() and not self.overwrite:
