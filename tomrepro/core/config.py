@@ -34,6 +34,21 @@ Discount = Annotated[float, Field(gt=0, lt=1)]
 class _Section(BaseModel):
     model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
 
+    @model_validator(mode="before")
+    @classmethod
+    def _lists_to_tuples(cls, raw: Any) -> Any:
+        """YAML gives lists; sequence fields are tuples (hashable, immutable)."""
+        if not isinstance(raw, dict):
+            return raw
+        return {k: tuple(v) if isinstance(v, list) else v for k, v in raw.items()}
+
+
+def _check_distinct(section: BaseModel, names: tuple[str, ...]) -> None:
+    for name in names:
+        values = getattr(section, name)
+        if len(set(values)) != len(values):
+            raise ValueError(f"{name} has repeated entries: {list(values)}")
+
 
 def _known_task(value: str) -> str:
     try:
@@ -96,11 +111,6 @@ class SACConfig(_Section):
     batch_size: PositiveInt = Field(256, description="Minibatch size of one SAC update.")
     critic_loss_clamp: PositiveFloat = Field(1000.0, description="Clamp on the critic loss.")
 
-    @field_validator("hidden_sizes", mode="before")
-    @classmethod
-    def _list_to_tuple(cls, value: Any) -> Any:
-        return tuple(value) if isinstance(value, list) else value
-
 
 class ModelConfig(_Section):
     """Dynamics model and its (weighted) maximum-likelihood fit (DESIGN §3)."""
@@ -140,11 +150,6 @@ class ModelConfig(_Section):
         "positive, so relative gains are meaningful) or `nll` (the official TOM mdn code's).",
     )
 
-    @field_validator("hidden_sizes", mode="before")
-    @classmethod
-    def _list_to_tuple(cls, value: Any) -> Any:
-        return tuple(value) if isinstance(value, list) else value
-
     @model_validator(mode="after")
     def _elites_fit(self) -> ModelConfig:
         members = self.ensemble_size if self.family == "ensemble" else 1
@@ -178,11 +183,6 @@ class TOMConfig(_Section):
         0.9, description="PMAC's weight decay per policy version of age."
     )
 
-    @field_validator("q_hidden_sizes", mode="before")
-    @classmethod
-    def _list_to_tuple(cls, value: Any) -> Any:
-        return tuple(value) if isinstance(value, list) else value
-
 
 class OfflineStudyConfig(_Section):
     """Per-snapshot comparison of model learners on a saved buffer (DESIGN §4, step 2)."""
@@ -201,17 +201,9 @@ class OfflineStudyConfig(_Section):
     horizon: PositiveInt = Field(10, description="Longest open-loop horizon H.")
     age_bins: Annotated[int, Field(ge=2)] = Field(10, description="Age bins for C1 statistics.")
 
-    @field_validator("snapshots", "methods", "seeds", mode="before")
-    @classmethod
-    def _list_to_tuple(cls, value: Any) -> Any:
-        return tuple(value) if isinstance(value, list) else value
-
     @model_validator(mode="after")
     def _distinct(self) -> OfflineStudyConfig:
-        for name in ("snapshots", "methods", "seeds"):
-            values = getattr(self, name)
-            if len(set(values)) != len(values):
-                raise ValueError(f"{name} has repeated entries: {list(values)}")
+        _check_distinct(self, ("snapshots", "methods", "seeds"))
         return self
 
 
@@ -270,19 +262,9 @@ class MBPOConfig(_Section):
 
     _check_tasks = field_validator("tasks")(lambda values: tuple(map(_known_task, values)))
 
-    @field_validator(
-        "tasks", "learners", "seeds", "continue_snapshots", "rollout_schedule", mode="before"
-    )
-    @classmethod
-    def _list_to_tuple(cls, value: Any) -> Any:
-        return tuple(value) if isinstance(value, list) else value
-
     @model_validator(mode="after")
     def _consistent(self) -> MBPOConfig:
-        for name in ("tasks", "learners", "seeds", "continue_snapshots"):
-            values = getattr(self, name)
-            if len(set(values)) != len(values):
-                raise ValueError(f"{name} has repeated entries: {list(values)}")
+        _check_distinct(self, ("tasks", "learners", "seeds", "continue_snapshots"))
         for task in self.env_steps_per_task:
             _known_task(task)
         if self.rollout_schedule is not None:

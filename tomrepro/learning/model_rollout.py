@@ -13,19 +13,17 @@ import numpy as np
 import torch
 
 from tomrepro.learning.dynamics_model import DynamicsModel
+from tomrepro.learning.model_training import IndexSampler
 from tomrepro.learning.sac import SquashedGaussianActor
 
 
 def draw_rows(
     probs: np.ndarray | None, rows: int, count: int, generator: torch.Generator
 ) -> torch.Tensor:
-    """`count` row indices in [0, rows): uniform, or ∝ `probs` (inverse CDF, any N)."""
+    """`count` row indices in [0, rows): uniform, or ∝ `probs` (the trainer's inverse-CDF draw)."""
     if probs is None:
         return torch.randint(0, rows, (count,), generator=generator)
-    cdf = torch.as_tensor(np.cumsum(probs / probs.sum()), dtype=torch.float64)
-    cdf[-1] = 1.0
-    u = torch.rand(count, generator=generator, dtype=torch.float64)
-    return torch.searchsorted(cdf, u, right=True).clamp_(max=rows - 1)
+    return IndexSampler(probs, torch.device("cpu"), generator).draw((count,))
 
 
 @torch.no_grad()

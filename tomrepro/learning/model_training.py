@@ -62,7 +62,7 @@ def check_weights(weights: np.ndarray, rows: int) -> np.ndarray:
     return weights.astype(np.float64)
 
 
-class _IndexSampler:
+class IndexSampler:
     """Draws (E, B) row indices with fixed probabilities via inverse-CDF search (O(B log N))."""
 
     def __init__(self, probs: np.ndarray, device: torch.device, generator: torch.Generator):
@@ -71,7 +71,7 @@ class _IndexSampler:
         self.cdf = torch.as_tensor(cdf, dtype=torch.float64)
         self.device, self.generator = device, generator
 
-    def draw(self, shape: tuple[int, int]) -> torch.Tensor:
+    def draw(self, shape: tuple[int, ...]) -> torch.Tensor:
         u = torch.rand(shape, generator=self.generator, dtype=torch.float64)
         idx = torch.searchsorted(self.cdf, u, right=True).clamp_(max=len(self.cdf) - 1)
         return idx.to(self.device)
@@ -133,7 +133,7 @@ def fit_dynamics(
         draw_probs = np.ones(len(train))
         train_w = torch.as_tensor(w[train] / w[train].mean(), dtype=torch.float32, device=device)
         hold_w = w[hold] / w[train].mean()
-    sampler = _IndexSampler(draw_probs, device, generator)
+    sampler = IndexSampler(draw_probs, device, generator)
     hold_weight = torch.as_tensor(
         hold_w / max(hold_w.sum(), 1e-12), dtype=torch.float32, device=device
     )
