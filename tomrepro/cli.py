@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import logging
 import sys
+import time
 from pathlib import Path
 from typing import TYPE_CHECKING, cast
 
@@ -37,9 +38,26 @@ def _log_to_stderr() -> None:
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(package_name="tomrepro")
-def cli() -> None:
+@click.option(
+    "--time-log",
+    type=click.Path(path_type=Path),
+    default=None,
+    help="On success, write the command's wall time as JSON here (the report's stage times).",
+)
+@click.pass_context
+def cli(ctx: click.Context, time_log: Path | None) -> None:
     """Reproduce and analyse Transition Occupancy Matching (TOM) for model-based RL."""
     _log_to_stderr()
+    ctx.obj = {"time_log": time_log, "started": time.time()}
+
+
+@cli.result_callback()
+@click.pass_context
+def _write_time_log(ctx: click.Context, *_: object, **__: object) -> None:
+    from tomrepro.core.stage_time import write_stage_time
+
+    if ctx.obj["time_log"] is not None:
+        write_stage_time(ctx.obj["time_log"], ctx.invoked_subcommand, ctx.obj["started"])
 
 
 @cli.command()
@@ -374,14 +392,23 @@ def offline_study_command(
 
 
 @cli.command("finite-mdp")
-@click.option("--mdps", type=click.IntRange(min=1), default=200, show_default=True)
-@click.option("--seed", type=int, default=0, show_default=True)
+@click.option(
+    "--profile", default=None, help="Take --mdps and --seed from this profile's finite_mdp section."
+)
+@click.option("--mdps", type=click.IntRange(min=1), default=None, help="[default: 200]")
+@click.option("--seed", type=click.IntRange(min=0), default=None, help="[default: 0]")
 @click.option("--out", type=click.Path(path_type=Path), default=None, help="Also write JSON.")
-def finite_mdp_command(mdps: int, seed: int, out: Path | None) -> None:
+def finite_mdp_command(
+    profile: str | None, mdps: int | None, seed: int | None, out: Path | None
+) -> None:
     """Claims C5 (exact ratio recovery) and C6 (lower bound) on random finite MDPs."""
     from tomrepro.analysis.finite_claims import check_bound, check_recovery
     from tomrepro.core.atomic import atomic_path
+    from tomrepro.core.config import FiniteMDPConfig, load_profile
 
+    cfg = load_profile(profile).finite_mdp if profile else FiniteMDPConfig()
+    mdps = cfg.mdps if mdps is None else mdps
+    seed = cfg.seed if seed is None else seed
     recovery, bound = check_recovery(mdps, seed), check_bound(mdps, seed + 1)
     click.echo(f"C5: largest relative error of recovered weights over {mdps} MDPs")
     for key, error in sorted(recovery.max_relative_error.items()):

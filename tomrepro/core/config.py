@@ -28,7 +28,8 @@ PROFILE_DIR = Path("pipelines")
 PositiveInt = Annotated[int, Field(gt=0)]
 NonNegativeInt = Annotated[int, Field(ge=0)]
 PositiveFloat = Annotated[float, Field(gt=0)]
-Discount = Annotated[float, Field(gt=0, lt=1)]
+UnitInterval = Annotated[float, Field(gt=0, lt=1)]
+Discount = UnitInterval
 
 
 class _Section(BaseModel):
@@ -140,7 +141,7 @@ class ModelConfig(_Section):
         None, description="Minibatches per epoch; null: one pass over the training split."
     )
     patience: PositiveInt = Field(5, description="Stop after this many epochs without a gain.")
-    min_improvement: Annotated[float, Field(gt=0, lt=1)] = Field(
+    min_improvement: UnitInterval = Field(
         0.01, description="Relative holdout-loss gain that counts as improvement."
     )
     weight_clip: PositiveFloat = Field(10.0, description="Clip on weights before resampling.")
@@ -287,6 +288,42 @@ class MBPOConfig(_Section):
         return int(low + share * (high - low))
 
 
+class FiniteMDPConfig(_Section):
+    """Claims C5 and C6 on random finite MDPs, where every occupancy is exact."""
+
+    mdps: PositiveInt = Field(200, description="Random MDPs per check.")
+    seed: NonNegativeInt = Field(0, description="Seed of the MDP draws (C6 uses seed + 1).")
+
+
+
+class AnalysisConfig(_Section):
+    """The rules that turn measured data into claim verdicts (`tomrepro analyse`)."""
+
+    confidence: UnitInterval = Field(0.95, description="Level of every bootstrap interval.")
+    bootstrap_samples: Annotated[int, Field(ge=100)] = Field(
+        2000, description="Bootstrap resamples (over seeds, or snapshot x seed pairs)."
+    )
+    threshold_fraction: UnitInterval = Field(
+        0.8,
+        description="C3: the return threshold is this share of the best seed-mean test return "
+        "any learner reached on the task (above the first evaluation).",
+    )
+    final_evaluations: PositiveInt = Field(
+        3, description="C4: a run's final return is the mean of its last N evaluations."
+    )
+    equivalence_margin: PositiveFloat = Field(
+        0.1,
+        description="C4: TOM matches MLE when its final return is not lower by more than this "
+        "share of MLE's.",
+    )
+    recovery_tolerance: PositiveFloat = Field(
+        1e-6, description="C5: largest relative error of exactly solved weights that counts as 0."
+    )
+    bound_tolerance: PositiveFloat = Field(
+        1e-9, description="C6: the smallest slack allowed (numerical round-off)."
+    )
+
+
 class ProfileConfig(_Section):
     """One profile: everything a `dvc repro` on it uses."""
 
@@ -302,6 +339,8 @@ class ProfileConfig(_Section):
     tom: TOMConfig = Field(default_factory=TOMConfig)
     offline_study: OfflineStudyConfig | None = None
     mbpo: MBPOConfig | None = None
+    finite_mdp: FiniteMDPConfig = Field(default_factory=FiniteMDPConfig)
+    analysis: AnalysisConfig = Field(default_factory=AnalysisConfig)
 
 
 def _format_validation_error(source: str, err: ValidationError) -> str:
