@@ -402,7 +402,7 @@ def finite_mdp_command(
     profile: str | None, mdps: int | None, seed: int | None, out: Path | None
 ) -> None:
     """Claims C5 (exact ratio recovery) and C6 (lower bound) on random finite MDPs."""
-    from tomrepro.analysis.finite_claims import check_bound, check_recovery
+    from tomrepro.analysis.finite_claims import check_bound, check_recovery, finite_results
     from tomrepro.core.atomic import atomic_path
     from tomrepro.core.config import FiniteMDPConfig, load_profile
 
@@ -418,15 +418,59 @@ def finite_mdp_command(
         f"chi2 bound {bound.min_slack_chi2:.3e} (>= 0 means the bound holds)"
     )
     if out is not None:
-        report = {
-            "mdps": mdps,
-            "seed": seed,
-            "recovery": recovery.max_relative_error,
-            "min_slack_kl": bound.min_slack_kl,
-            "min_slack_chi2": bound.min_slack_chi2,
-        }
         with atomic_path(out) as tmp:
-            tmp.write_text(json.dumps(report, indent=2))
+            tmp.write_text(json.dumps(finite_results(recovery, bound, seed), indent=2))
+
+
+_DATA_DIR = click.option(
+    "--data",
+    "data_dir",
+    type=click.Path(path_type=Path, file_okay=False),
+    required=True,
+    help="The profile's stage outputs, e.g. datasets/default.",
+)
+
+
+@cli.command()
+@click.option("--profile", required=True, help="Profile whose `analysis` rules apply.")
+@_DATA_DIR
+@click.option(
+    "--out",
+    type=click.Path(path_type=Path, file_okay=False),
+    default=None,
+    help="Output folder [default: DATA/analysis].",
+)
+def analyse(profile: str, data_dir: Path, out: Path | None) -> None:
+    """Stage outputs -> netCDF datasets -> claims C1-C6 judged by the profile's rules."""
+    from tomrepro.analysis.analyse import analyse as run_analysis
+    from tomrepro.analysis.analyse import row_id
+    from tomrepro.core.config import load_profile
+
+    if not data_dir.is_dir():
+        raise click.UsageError(f"{data_dir}: no such data folder")
+    out = out or data_dir / "analysis"
+    for result in run_analysis(load_profile(profile), data_dir, out):
+        click.echo(f"{row_id(result):<55} {result.verdict}")
+    click.echo(f"wrote {out}")
+
+
+@cli.command()
+@click.option("--profile", required=True, help="Profile the report describes.")
+@_DATA_DIR
+@click.option(
+    "--out",
+    type=click.Path(path_type=Path, file_okay=False),
+    default=Path("reports"),
+    show_default=True,
+    help="Folder for index.html, report.md and figures/.",
+)
+def report(profile: str, data_dir: Path, out: Path) -> None:
+    """Figures and the report (self-contained HTML and Markdown) from `tomrepro analyse`."""
+    from tomrepro.core.config import load_profile
+    from tomrepro.report.build import build_report
+
+    html_path, md_path = build_report(load_profile(profile), data_dir, out)
+    click.echo(f"wrote {html_path} and {md_path}")
 
 
 _SNAPSHOTS_FROM = click.option(

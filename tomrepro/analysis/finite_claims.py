@@ -99,6 +99,7 @@ class BoundResult:
     mdps: int
     slack_kl: list[float] = field(default_factory=list)
     slack_chi2: list[float] = field(default_factory=list)
+    model_mix: list[float] = field(default_factory=list)
 
     @property
     def min_slack_kl(self) -> float:
@@ -116,7 +117,8 @@ def check_bound(mdps: int, seed: int, gamma: float = 0.9) -> BoundResult:
     for i in range(mdps):
         states, actions = int(rng.integers(2, 9)), int(rng.integers(2, 5))
         mdp = random_mdp(rng, states, actions, gamma)
-        model = perturbed_dynamics(rng, mdp, mix=float(i % 5) / 4)
+        mix = float(i % 5) / 4
+        model = perturbed_dynamics(rng, mdp, mix=mix)
         pi = random_policy(rng, states, actions)
         reward = rng.uniform(0.05, 1.0, size=(states, actions))
         log_j = np.log(np.sum(state_action_occupancy(mdp, pi) * reward))
@@ -126,4 +128,19 @@ def check_bound(mdps: int, seed: int, gamma: float = 0.9) -> BoundResult:
         chi2 = np.sum(d_true * (d_model / d_true - 1) ** 2)
         result.slack_kl.append(float(log_j - (expected_log_r - kl)))
         result.slack_chi2.append(float(log_j - (expected_log_r - chi2)))
+        result.model_mix.append(mix)
     return result
+
+
+def finite_results(recovery: RecoveryResult, bound: BoundResult, seed: int) -> dict:
+    """Both checks as plain JSON: the stage output the analysis reads."""
+    return {
+        "mdps": recovery.mdps,
+        "seed": seed,
+        "recovery": recovery.max_relative_error,
+        "min_slack_kl": bound.min_slack_kl,
+        "min_slack_chi2": bound.min_slack_chi2,
+        "bound_model_mix": bound.model_mix,
+        "slack_kl": bound.slack_kl,
+        "slack_chi2": bound.slack_chi2,
+    }

@@ -295,7 +295,6 @@ class FiniteMDPConfig(_Section):
     seed: NonNegativeInt = Field(0, description="Seed of the MDP draws (C6 uses seed + 1).")
 
 
-
 class AnalysisConfig(_Section):
     """The rules that turn measured data into claim verdicts (`tomrepro analyse`)."""
 

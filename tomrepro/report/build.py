@@ -1,0 +1,222 @@
+"""`tomrepro report`: figures plus `index.html` and `report.md` from one profile's analysis."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any
+
+from tomrepro.analysis import datasets
+from tomrepro.analysis.analyse import load_claims
+from tomrepro.analysis.claims import STATEMENTS, ClaimResult
+from tomrepro.core.atomic import atomic_path, make_parent
+from tomrepro.core.config import ProfileConfig
+from tomrepro.core.errors import TomreproError
+from tomrepro.core.stage_time import read_stage_times
+from tomrepro.report import metadata
+from tomrepro.report.document import (
+    Block,
+    Bullets,
+    Figure,
+    Heading,
+    Paragraph,
+    Table,
+    to_html,
+    to_markdown,
+)
+from tomrepro.report.figures import FIGURES, draw_all
+
+# Choices of this implementation that differ from the official TOM code or from MBPO, whatever
+# the profile; the profile's own scale-downs are listed by `_profile_deviations`.
+DEVIATIONS = (
+    "Each MBPO model round starts a fresh Adam optimiser on the warm-started weights (the "
+    "official code keeps the optimiser) and refits the input/output normalisation (as "
+    "mbpo_pytorch does).",
+    "Warm model rounds stop after at most `mbpo.model_max_epochs` epochs; MBPO relies on early "
+    "stopping alone.",
+    "TOM's discriminator trains all of its layers; the official code trains only the last ones.",
+    "MBPO acts with its live actor; a policy version names the snapshot its actor started from "
+    "(taken at every epoch), not its exact parameters.",
+    "VaGraM is the diagonal value-gradient weighting of each state output's NLL term; the reward "
+    "output keeps weight 1.",
+    "Verdicts use percentile-bootstrap intervals over seeds (MBPO) or snapshot x seed cells "
+    "(offline study); the paper reports means and standard errors without a decision rule.",
+)
+
+
+def _fmt(x: Any) -> str:
+    if x is None:
+        return "n/a"
+    if isinstance(x, float):
+        return f"{x:.3g}" if x == 0 or 1e-3 <= abs(x) < 1e5 else f"{x:.2e}"
+    return str(x)
+
+
+def _estimate_text(r: ClaimResult, confidence: float) -> str:
+    e = r.estimate
+    if e is None:
+        return "n/a"
+    if e.low == e.high == e.value:
+        return _fmt(e.value)
+    return f"{_fmt(e.value)} [{_fmt(e.low)}, {_fmt(e.high)}] ({100 * confidence:g}% CI)"
+
+
+def _evidence_items(evidence: dict[str, Any], prefix: str = "") -> list[str]:
+    items = []
+    for key, value in evidence.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, dict) and set(value) == {"value", "low", "high"}:
+            items.append(
+                f"{name}: {_fmt(value['value'])} [{_fmt(value['low'])}, {_fmt(value['high'])}]"
+            )
+        elif isinstance(value, dict):
+            items += _evidence_items(value, f"{name} / ")
+        elif isinstance(value, list):
+            items.append(f"{name}: [{', '.join(_fmt(v) for v in value)}]")
+        else:
+            items.append(f"{name}: {_fmt(value)}")
+    return items
+
+
+def _profile_deviations(profile: ProfileConfig) -> list[str]:
+    """The profile's scale-downs against the paper's settings, read from its config."""
+    out = []
+    if profile.mbpo is not None:
+        m = profile.mbpo
+        if m.updates_per_step != 20:
+            out.append(f"MBPO: {m.updates_per_step} SAC updates per env step (MBPO uses 20).")
+        paper_tasks = {"Hopper-v5", "Walker2d-v5", "HalfCheetah-v5"}
+        if not set(m.tasks) & paper_tasks:
+            out.append(
+                f"MBPO from scratch on {', '.join(m.tasks)} for {m.env_steps} env steps; the "
+                "paper's learning curves are on MuJoCo locomotion tasks for 125k-300k steps."
+            )
+        out.append(
+            f"Continuations: {m.continue_env_steps} env steps from snapshot(s) "
+            f"{', '.join(map(str, m.continue_snapshots))}; seeds {', '.join(map(str, m.seeds))}."
+        )
+    if profile.collect.task != "Hopper-v5" or profile.collect.env_steps < 100_000:
+        out.append(
+            f"The offline study's buffer: {profile.collect.env_steps} env steps of SAC on "
+            f"{profile.collect.task}."
+        )
+    return out
+
+
+def report_blocks(
+    profile: ProfileConfig,
+    claims: list[ClaimResult],
+    figures: dict[str, Path],
+    stage_times: dict[str, dict],
+    root: Path,
+) -> list[Block]:
+    conf = profile.analysis.confidence
+    counts = {v: sum(r.verdict == v for r in claims) for v in ("reproduced", "not reproduced")}
+    blocks: list[Block] = [
+        Heading(1, f"TOM reproduction report: profile {profile.name}"),
+        Paragraph(
+            f"{len(claims)} judged claim rows: {counts['reproduced']} reproduced, "
+            f"{counts['not reproduced']} not reproduced, "
+            f"{len(claims) - sum(counts.values())} inconclusive. Every verdict is computed from "
+            "the measured data by the rule given with it."
+        ),
+        Heading(2, "Claims", "claims"),
+        Table(
+            ("Claim", "Scope", "Statement", "Verdict", "Measure", "Estimate", "n"),
+            tuple(
+                (
+                    r.claim_id,
+                    r.scope,
+                    r.statement,
+                    r.verdict,
+                    r.measure,
+                    _estimate_text(r, conf),
+                    str(r.units),
+                )
+                for r in claims
+            ),
+            html_id="claims-table",
+            row_classes=tuple(r.verdict.replace(" ", "-") for r in claims),
+        ),
+    ]
+    for claim_id, statement in STATEMENTS.items():
+        blocks.append(Heading(2, f"{claim_id}: {statement}", claim_id.lower()))
+        for r in (r for r in claims if r.claim_id == claim_id):
+            blocks += [
+                Heading(3, f"{r.scope}: {r.verdict}"),
+                Paragraph(f"{r.measure}: {_estimate_text(r, conf)}, over {r.units} units."),
+                Paragraph(f"Rule: {r.rule}."),
+            ]
+            if r.evidence:
+                blocks.append(Bullets(tuple(_evidence_items(r.evidence))))
+        blocks += [
+            Figure(figures[s.name], s.caption, s.name)
+            for s in FIGURES
+            if s.claim == claim_id and s.name in figures
+        ]
+    blocks += [
+        Heading(2, "Wall time", "wall-time"),
+        Table(
+            ("Stage", "Wall time (min)", "Finished at"),
+            tuple(
+                (name, f"{t['wall_seconds'] / 60:.1f}", t["finished_at"])
+                for name, t in stage_times.items()
+            ),
+            html_id="stage-times",
+        ),
+    ]
+    blocks += [Figure(figures[s.name], s.caption, s.name) for s in FIGURES if s.claim == "time"]
+    blocks += [
+        Heading(2, "Deviations from the official code", "deviations"),
+        Bullets(DEVIATIONS + tuple(_profile_deviations(profile))),
+        Heading(2, "Run metadata", "metadata"),
+        Table(("Item", "Value"), tuple(_metadata_rows(profile, root)), html_id="metadata"),
+    ]
+    return blocks
+
+
+def _metadata_rows(profile: ProfileConfig, root: Path) -> list[tuple[str, str]]:
+    rows = [
+        ("profile", profile.name),
+        ("master seed", str(profile.seed)),
+        ("collect", f"{profile.collect.task}, {profile.collect.env_steps} env steps"),
+    ]
+    if profile.offline_study is not None:
+        s = profile.offline_study
+        rows.append(("offline study", f"snapshots {list(s.snapshots)}, seeds {list(s.seeds)}"))
+    if profile.mbpo is not None:
+        m = profile.mbpo
+        rows.append(
+            (
+                "MBPO",
+                f"tasks {list(m.tasks)}, learners {list(m.learners)}, seeds {list(m.seeds)}",
+            )
+        )
+    rows += [
+        ("device", metadata.device_description(profile.device)),
+        ("git revision", metadata.git_revision(root)),
+        ("generated at", time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime())),
+    ]
+    rows += [(f"version: {k}", v) for k, v in metadata.versions().items()]
+    return rows
+
+
+def build_report(profile: ProfileConfig, data_dir: Path, out_dir: Path) -> tuple[Path, Path]:
+    """Read `data_dir/analysis`, judge the claims, draw figures, write index.html and report.md."""
+    analysis_dir = data_dir / "analysis"
+    if not (analysis_dir / "claims.json").is_file():
+        raise TomreproError(f"{analysis_dir}: no analysis found (run `tomrepro analyse` first)")
+    data = datasets.load(analysis_dir)
+    claims = [ClaimResult.from_json(c) for c in load_claims(analysis_dir)["claims"].values()]
+    stage_times = read_stage_times(data_dir / "stage_times")
+    figure_dir = out_dir / "figures"
+    make_parent(figure_dir / "x")
+    figures = draw_all(data, claims, stage_times, figure_dir)
+    blocks = report_blocks(profile, claims, figures, stage_times, Path.cwd())
+    html_path, md_path = out_dir / "index.html", out_dir / "report.md"
+    title = f"TOM reproduction report ({profile.name})"
+    with atomic_path(html_path) as tmp:
+        tmp.write_text(to_html(blocks, title))
+    with atomic_path(md_path) as tmp:
+        tmp.write_text(to_markdown(blocks, figure_dir, out_dir))
+    return html_path, md_path
