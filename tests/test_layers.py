@@ -10,7 +10,7 @@ from tests.conftest import REPO_ROOT
 
 PACKAGE = REPO_ROOT / "tomrepro"
 # Lower index = lower layer. A module may import its own layer and those below it.
-LAYERS = ["core", "learning", "loops", "analysis", "faces"]
+LAYERS = ["core", "learning", "loops", "analysis", "report", "faces"]
 FACES = {"cli", "sweep", "__main__"}
 
 

@@ -66,8 +66,28 @@ def test_dvc_repro_runs_the_smoke_profile_and_then_has_nothing_to_do(project):
     assert collected.metadata.complete and collected.snapshot_steps
     for stage in ("mbpo_continue", "mbpo_scratch"):
         summary = json.loads((project / "datasets" / "smoke" / f"{stage}.json").read_text())
-        assert len(summary) == 2 and {r["status"] for r in summary.values()} == {"done"}, summary
+        assert len(summary) == 4 and {r["status"] for r in summary.values()} == {"done"}, summary
         assert all(isinstance(r["final_return_mean"], float) for r in summary.values())
+    claims = json.loads((project / "datasets" / "smoke" / "analysis" / "claims.json").read_text())
+    ids = [c["claim_id"] for c in claims["claims"].values()]
+    assert sorted(set(ids)) == ["C1", "C2", "C3", "C4", "C5", "C6"], ids
+    verdicts = {c["verdict"] for c in claims["claims"].values()}
+    assert verdicts <= {"reproduced", "not reproduced", "inconclusive"}
+    html = (project / "reports" / "index.html").read_text()
+    assert 'id="claims-table"' in html and html.count("data:image/png;base64,") >= 6
+    assert (project / "reports" / "report.md").read_text().startswith("# TOM reproduction report")
+    times = sorted(p.stem for p in (project / "datasets" / "smoke" / "stage_times").glob("*.json"))
+    assert times == sorted(
+        [
+            "random_buffer",
+            "collect",
+            "offline_study",
+            "mbpo_continue",
+            "mbpo_scratch",
+            "finite_mdp",
+            "analyse",
+        ]
+    )
 
     second = _run([*dvc, "repro"], project)
     assert second.returncode == 0, second.stderr

@@ -253,11 +253,11 @@ class ClaimJudge:
         )
         if not {"tom", "mle"} <= set(curves.learner.values.tolist()):
             return _lacking("C4", scope, measure, rule, "no TOM and MLE runs")
-        finals = {
-            m: self._runs(curves, task, snapshot, m).isel(env_step=slice(-n, None)).mean("env_step")
-            for m in ("mle", "tom")
-        }
-        finals = {m: v.values[np.isfinite(v.values)] for m, v in finals.items()}
+        finals = {}
+        for m in ("mle", "tom"):
+            last = self._runs(curves, task, snapshot, m).isel(env_step=slice(-n, None))
+            values = last.mean("env_step").values
+            finals[m] = values[np.isfinite(values)]
         seeds = min(len(v) for v in finals.values())
         if seeds < 2:
             return _lacking("C4", scope, measure, rule, "fewer than 2 seeds", seeds)

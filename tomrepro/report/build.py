@@ -144,7 +144,7 @@ def report_blocks(
         for r in (r for r in claims if r.claim_id == claim_id):
             blocks += [
                 Heading(3, f"{r.scope}: {r.verdict}"),
-                Paragraph(f"{r.measure}: {_estimate_text(r, conf)}, over {r.units} units."),
+                Paragraph(f"{r.measure}: {_estimate_text(r, conf)} (n = {r.units})."),
                 Paragraph(f"Rule: {r.rule}."),
             ]
             if r.evidence:
@@ -208,7 +208,13 @@ def build_report(profile: ProfileConfig, data_dir: Path, out_dir: Path) -> tuple
         raise TomreproError(f"{analysis_dir}: no analysis found (run `tomrepro analyse` first)")
     data = datasets.load(analysis_dir)
     claims = [ClaimResult.from_json(c) for c in load_claims(analysis_dir)["claims"].values()]
-    stage_times = read_stage_times(data_dir / "stage_times")
+    # In the order the stages finished, which is the pipeline's order.
+    stage_times = dict(
+        sorted(
+            read_stage_times(data_dir / "stage_times").items(),
+            key=lambda item: str(item[1].get("finished_at", "")),
+        )
+    )
     figure_dir = out_dir / "figures"
     make_parent(figure_dir / "x")
     figures = draw_all(data, claims, stage_times, figure_dir)

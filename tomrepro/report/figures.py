@@ -230,7 +230,8 @@ def wall_time(data: AnalysisData, _: list[ClaimResult], stage_times: dict[str, d
     )
     phases = []
     for kind, ds in data.curves.items():
-        cols = [v for v in ds.data_vars if v.startswith("seconds_") and v != "seconds_total"]
+        names = [str(v) for v in ds.data_vars]
+        cols = [v for v in names if v.startswith("seconds_") and v != "seconds_total"]
         for c in cols:
             per_run = ds[c].sum("env_step").mean(["task", "snapshot", "seed"], skipna=True)
             for learner, value in zip(ds.learner.values, per_run.values, strict=True):
