@@ -109,7 +109,7 @@ class ClaimJudge:
         measure = "mean Spearman correlation of TOM weight with transition env step"
         rule = (
             f"reproduced if the {self._pct} intervals of the mean Spearman correlation and of the "
-            "geometric-mean newest/oldest-decile weight ratio are both above 0 and 1; not "
+            "geometric-mean newest/oldest age-bin weight ratio are both above 0 and 1; not "
             "reproduced if either lies entirely at or below 0 / 1; else inconclusive "
             "(bootstrap over snapshot x seed cells)"
         )
@@ -118,9 +118,12 @@ class ClaimJudge:
         tom = offline.sel(learner="tom")
         rho = tom.spearman_recency.values.ravel()
         ratio = tom.newest_oldest_ratio.values.ravel()
-        keep = np.isfinite(rho) & np.isfinite(ratio) & (ratio > 0)
-        rho, log_ratio = rho[keep], np.log(ratio[keep])
-        if len(rho) < 2:
+        rho = rho[np.isfinite(rho)]
+        # The ratio is undefined (inf) where the oldest bin's mean weight is 0; those cells are
+        # counted in the evidence, not averaged.
+        defined = np.isfinite(ratio) & (ratio > 0)
+        log_ratio = np.log(ratio[defined])
+        if min(len(rho), len(log_ratio)) < 2:
             return _lacking("C1", "offline study", measure, rule, "fewer than 2 cells", len(rho))
         corr = self._bootstrap((rho,), mean_of)
         ratio_est = self._bootstrap((log_ratio,), mean_of).map(math.exp)
@@ -144,6 +147,7 @@ class ClaimJudge:
             len(rho),
             {
                 "newest_oldest_ratio": asdict(ratio_est),
+                "cells_with_zero_oldest_weight": int(np.isinf(ratio).sum()),
                 "spearman_by_snapshot": per_snapshot,
                 "ess_share_mean": float(np.nanmean(tom.ess_share.values)),
             },
@@ -164,8 +168,7 @@ class ClaimJudge:
         rule = (
             f"reproduced if the {self._pct} interval of the ratio lies below 1; not reproduced if "
             "it lies at or above 1; else inconclusive (paired bootstrap over snapshot x seed "
-            "cells, "
-            "same data and budget per pair)"
+            "cells, same data and budget per pair)"
         )
         learners = [] if offline is None else offline.learner.values.tolist()
         if offline is None or not {"tom", "mle"} <= set(learners):
