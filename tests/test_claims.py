@@ -44,15 +44,27 @@ def test_ratio_of_means_treats_zero_over_zero_as_no_difference():
 
 
 def test_steps_to_threshold_counts_from_first_evaluation_and_censors_misses(tmp_path):
-    ds = _curves(tmp_path, effect=False, seeds=2)
-    runs = ds.return_mean.sel(task="InvertedPendulum-v5", snapshot=-1, learner="mle")
-    runs = runs.copy()
+    ds = _curves(tmp_path, speedup=0.0, seeds=3)
+    runs = ds.return_mean.sel(task="InvertedPendulum-v5", snapshot=-1, learner="mle").copy()
     runs[0, :] = np.linspace(0, 100, runs.sizes["env_step"])
     runs[1, :] = 0.0
+    runs[2, :] = 0.0
+    runs[2, 10:] = np.nan  # a run that stopped early and never got there
     steps = _steps_to(runs, threshold=50.0)
     grid = runs.env_step.values
+    censored = grid[-1] + (grid[-1] - grid[-2]) - grid[0]
     assert steps[0] == grid[np.argmax(runs.values[0] >= 50)] - grid[0]
-    assert steps[1] == grid[-1] + (grid[-1] - grid[-2]) - grid[0]  # never reached
+    assert steps[1] == steps[2] == censored  # both censored at the grid's end, not their own
+
+
+def test_final_return_uses_each_runs_own_last_evaluations():
+    import xarray as xr
+
+    from tomrepro.analysis.claims import _final
+
+    values = np.array([[1.0, 2.0, 3.0, 4.0], [5.0, 6.0, np.nan, np.nan]])
+    runs = xr.DataArray(values, dims=("seed", "env_step"))
+    assert _final(runs, 2).tolist() == [3.5, 5.5]
 
 
 @pytest.mark.parametrize("claim", ["C1", "C2"])
@@ -77,26 +89,46 @@ def test_c2_is_not_reproduced_when_tom_is_clearly_worse(tmp_path):
     assert result.verdict == "not reproduced" and result.estimate.low > 1
 
 
+def test_c3_is_not_reproduced_when_tom_is_clearly_slower(tmp_path):
+    slower = judge().speeds_up_learning(_curves(tmp_path, speedup=-0.4), "InvertedPendulum-v5", -1)
+    assert slower.verdict == "not reproduced" and slower.estimate.low > 1
+
+
+def test_c1_counts_constant_weights_as_no_focus_and_clips_infinite_ratios(tmp_path):
+    write_study(tmp_path / "s.nc", effect=False)
+    offline = datasets.offline_dataset(tmp_path / "s.nc")
+    offline["spearman_recency"].loc[{"learner": "tom"}] = np.nan  # constant weights everywhere
+    offline["newest_oldest_ratio"].loc[{"learner": "tom"}] = 1.0
+    flat = judge().weights_focus_on_recent(offline)
+    assert flat.verdict == "not reproduced" and flat.units == 12
+    assert flat.evidence["cells_with_constant_weights"] == 12
+    write_study(tmp_path / "e.nc", effect=True)
+    strong = datasets.offline_dataset(tmp_path / "e.nc")
+    strong["newest_oldest_ratio"].loc[{"learner": "tom", "snapshot": 5}] = np.inf
+    result = judge().weights_focus_on_recent(strong)
+    assert result.verdict == "reproduced" and result.evidence["cells_with_clipped_ratio"] == 4
+
+
 def test_c3_follows_a_known_speedup_and_not_its_absence(tmp_path):
-    faster = judge().speeds_up_learning(_curves(tmp_path, effect=True), "InvertedPendulum-v5", -1)
+    faster = judge().speeds_up_learning(_curves(tmp_path, speedup=0.4), "InvertedPendulum-v5", -1)
     assert faster.verdict == "reproduced"
     assert 0.5 < faster.estimate.value < 0.75  # the hand-built curves reach 800 ~40 % sooner
-    same = judge().speeds_up_learning(_curves(tmp_path, effect=False), "InvertedPendulum-v5", -1)
+    same = judge().speeds_up_learning(_curves(tmp_path, speedup=0.0), "InvertedPendulum-v5", -1)
     assert same.verdict in ("not reproduced", "inconclusive")
     assert same.estimate.low < 1.05 and same.estimate.high > 0.95
 
 
 def test_c4_equal_finals_reproduce_and_a_large_gap_does_not(tmp_path):
-    equal = judge().same_final_return(_curves(tmp_path, effect=True), "InvertedPendulum-v5", -1)
+    equal = judge().same_final_return(_curves(tmp_path, speedup=0.4), "InvertedPendulum-v5", -1)
     assert equal.verdict == "reproduced"
     gap = judge().same_final_return(
-        _curves(tmp_path, effect=False, final_gap=0.4), "InvertedPendulum-v5", -1
+        _curves(tmp_path, speedup=0.0, final_gap=0.4), "InvertedPendulum-v5", -1
     )
     assert gap.verdict == "not reproduced" and gap.estimate.high < -RULES.equivalence_margin
 
 
-def test_a_single_seed_is_inconclusive(tmp_path):
-    ds = _curves(tmp_path, effect=True, seeds=1)
+def test_too_few_seeds_are_inconclusive(tmp_path):
+    ds = _curves(tmp_path, speedup=0.4, seeds=2)
     for rule in (judge().speeds_up_learning, judge().same_final_return):
         result = rule(ds, "InvertedPendulum-v5", -1)
         assert result.verdict == "inconclusive" and "seeds" in result.evidence["why"]
@@ -111,6 +143,11 @@ def test_finite_claims_reproduce_on_real_checks_and_fail_on_a_violated_bound(tmp
     broken["recovery_error"].loc[{"form": "expected"}] = 1e-3
     assert judge().lower_bounds_objective(broken).verdict == "not reproduced"
     assert judge().recovers_ratio(broken).verdict == "not reproduced"
+    failed = data.finite.copy(deep=True)  # a failed solve or a missing key is NaN, never a pass
+    failed["recovery_error"][0, 0, 0] = np.nan
+    failed["slack_chi2"][0] = np.nan
+    assert judge().recovers_ratio(failed).verdict == "not reproduced"
+    assert judge().lower_bounds_objective(failed).verdict == "not reproduced"
 
 
 def test_missing_stage_outputs_make_their_claims_inconclusive(tmp_path):

@@ -95,6 +95,24 @@ def test_report_opens_in_a_headless_browser_without_errors(report_dir):
     assert all(complete and width > 100 and height > 100 for complete, width, height in images)
 
 
+def test_report_of_data_without_effect_shows_other_verdicts_and_escapes_text(tmp_path):
+    from tomrepro.analysis.claims import ClaimResult
+    from tomrepro.cli import main
+    from tomrepro.core.config import load_profile
+    from tomrepro.report.build import report_blocks
+    from tomrepro.report.document import to_html
+
+    data = write_stage_outputs(tmp_path / "data", effect=False)
+    assert main(["analyse", "--profile", "smoke", "--data", str(data)]) == 0
+    assert main(["report", "--profile", "smoke", "--data", str(data), "--out", str(tmp_path)]) == 0
+    html = (tmp_path / "index.html").read_text()
+    assert '<tr class="inconclusive">' in html
+    odd = ClaimResult("C1", "<b>&scope", "not reproduced", "m", "r", None, 0, {"why": "<i>"})
+    page = to_html(report_blocks(load_profile("smoke"), [odd], {}, {}, tmp_path), "t")
+    assert '<tr class="not-reproduced">' in page
+    assert "&lt;b&gt;&amp;scope" in page and "<b>&scope" not in page and "<i>" not in page
+
+
 def test_report_without_analysis_is_one_line_error(tmp_path, run_cli):
     code, _, err = run_cli("report", "--profile", "smoke", "--data", str(tmp_path))
     assert code == 2 and "no analysis found" in err

@@ -2,8 +2,12 @@
 
 Every rule gives one of three verdicts: `reproduced` (the interval says the claimed effect is
 there), `not reproduced` (the interval says it is absent or reversed) and `inconclusive` (the
-interval allows both, or there is too little data). Intervals are percentile bootstraps over the
-independent units: seeds for MBPO runs, (snapshot, seed) cells for the offline study.
+interval allows both, or there is too little data). Intervals are expanded percentile bootstraps
+(`statistics.bootstrap`) over seeds for MBPO runs and over (snapshot, seed) cells for the offline
+study. Those cells share one collect run (snapshots are nested prefixes of one buffer), and the
+continuations of one snapshot start from one state: the intervals describe seed-to-seed variation
+given that run, not variation over independent collections. Rows are judged one by one, with no
+correction for testing several of them.
 """
 
 from __future__ import annotations
@@ -19,9 +23,9 @@ from tomrepro.analysis.datasets import AnalysisData
 from tomrepro.analysis.statistics import (
     Estimate,
     bootstrap,
+    gain_difference,
     mean_of,
     ratio_of_means,
-    relative_difference,
 )
 from tomrepro.core.config import AnalysisConfig
 
@@ -34,6 +38,22 @@ STATEMENTS = {
     "C4": "TOM reaches the same asymptotic return as MLE",
     "C5": "the dual-RL estimator recovers the true occupancy ratio",
     "C6": "the TOM objective lower-bounds log J(pi)",
+}
+
+# With 2 units a bootstrap interval is the range of 2 values (coverage 50 %); 3 is the least
+# that can support a verdict, and even then the interval is optimistic (see statistics.py).
+MIN_UNITS = 3
+# Weight ratios are clipped here before their log is averaged, so a bin with zero mean weight
+# (ratio 0 or inf) counts as a strong effect instead of breaking the mean.
+RATIO_CLIP = (1e-3, 1e3)
+
+MEASURES = {
+    "C1": "mean Spearman correlation of TOM weight with transition env step",
+    "C2": "TOM / MLE on-policy state error (geometric mean over paired cells)",
+    "C3": "TOM / MLE mean env steps to reach the return threshold",
+    "C4": "(TOM - MLE) final return as a share of MLE's gain over the first evaluation",
+    "C5": "largest relative error of the exactly solved dual's weights vs d^pi / d^R",
+    "C6": "smallest slack log J(pi) - bound over all MDP draws (KL and chi2 forms)",
 }
 
 
@@ -75,10 +95,6 @@ class ClaimResult:
         return out
 
 
-def _lacking(claim_id: str, scope: str, measure: str, rule: str, why: str, units: int = 0):
-    return ClaimResult(claim_id, scope, "inconclusive", measure, rule, None, units, {"why": why})
-
-
 def _ratio_verdict(est: Estimate) -> Verdict:
     """For a ratio whose claimed direction is below 1."""
     if est.high < 1:
@@ -103,28 +119,61 @@ class ClaimJudge:
     def _pct(self) -> str:
         return f"{100 * self.cfg.confidence:g}%"
 
+    def rules(self) -> dict[str, str]:
+        """Each claim's rule in words, with this profile's numbers."""
+        f, n, margin = (
+            self.cfg.threshold_fraction,
+            self.cfg.final_evaluations,
+            self.cfg.equivalence_margin,
+        )
+        cells = "(bootstrap over snapshot x seed cells of one collect run)"
+        return {
+            "C1": f"reproduced if the {self._pct} intervals of the mean Spearman correlation and "
+            "of the geometric-mean newest/oldest age-bin weight ratio lie above 0 and 1; not "
+            "reproduced if either lies at or below 0 / 1; else inconclusive. Constant weights "
+            f"count as correlation 0; ratios are clipped to {RATIO_CLIP} {cells}",
+            "C2": f"reproduced if the {self._pct} interval of the ratio lies below 1; not "
+            "reproduced if it lies at or above 1; else inconclusive (paired: same data, budget "
+            f"and seed per pair) {cells}",
+            "C3": f"threshold = R0 + {f:g} (Rbest - R0), R0 the mean first evaluation, Rbest the "
+            "best seed-mean evaluation of either learner; a run that never reaches it counts as "
+            "reaching it one evaluation after the last of the grid; reproduced if the "
+            f"{self._pct} interval of the step ratio lies below 1, not reproduced if at or above "
+            "1, else inconclusive (bootstrap over seeds)",
+            "C4": f"final return = mean of each run's last {n} evaluations at the run's budget; "
+            f"reproduced if the {self._pct} interval lies above -{margin:g} (TOM not worse than "
+            f"MLE by more than {margin:g} of MLE's gain; better counts too), not reproduced if "
+            f"it lies below -{margin:g}, else inconclusive (bootstrap over seeds)",
+            "C5": f"reproduced if the error is at most {self.cfg.recovery_tolerance:g} for every "
+            "reward and divergence with the expected (exact) residual, not reproduced otherwise "
+            "(a missing or non-finite value included). The sampled residual's error is reported, "
+            "not judged: it is biased by construction",
+            "C6": f"reproduced if every slack is at least -{self.cfg.bound_tolerance:g}, not "
+            "reproduced otherwise (a non-finite slack included)",
+        }
+
+    def _result(self, claim_id, scope, verdict, estimate, units, evidence) -> ClaimResult:
+        rule = self.rules()[claim_id]
+        return ClaimResult(
+            claim_id, scope, verdict, MEASURES[claim_id], rule, estimate, units, evidence
+        )
+
+    def _lacking(self, claim_id: str, scope: str, why: str, units: int = 0) -> ClaimResult:
+        return self._result(claim_id, scope, "inconclusive", None, units, {"why": why})
+
     # --- C1, C2: the offline study -------------------------------------------------------------
 
     def weights_focus_on_recent(self, offline: xr.Dataset | None) -> ClaimResult:
-        measure = "mean Spearman correlation of TOM weight with transition env step"
-        rule = (
-            f"reproduced if the {self._pct} intervals of the mean Spearman correlation and of the "
-            "geometric-mean newest/oldest age-bin weight ratio are both above 0 and 1; not "
-            "reproduced if either lies entirely at or below 0 / 1; else inconclusive "
-            "(bootstrap over snapshot x seed cells)"
-        )
+        scope = "offline study"
         if offline is None or "tom" not in offline.learner.values:
-            return _lacking("C1", "offline study", measure, rule, "no offline study with TOM")
+            return self._lacking("C1", scope, "no offline study with TOM")
         tom = offline.sel(learner="tom")
-        rho = tom.spearman_recency.values.ravel()
         ratio = tom.newest_oldest_ratio.values.ravel()
-        rho = rho[np.isfinite(rho)]
-        # The ratio is undefined (inf) where the oldest bin's mean weight is 0; those cells are
-        # counted in the evidence, not averaged.
-        defined = np.isfinite(ratio) & (ratio > 0)
-        log_ratio = np.log(ratio[defined])
-        if min(len(rho), len(log_ratio)) < 2:
-            return _lacking("C1", "offline study", measure, rule, "fewer than 2 cells", len(rho))
+        fitted = ~np.isnan(ratio)  # cells whose TOM weights were estimated at all
+        rho = np.nan_to_num(tom.spearman_recency.values.ravel()[fitted], nan=0.0)
+        log_ratio = np.log(np.clip(ratio[fitted], *RATIO_CLIP))
+        if fitted.sum() < MIN_UNITS:
+            return self._lacking("C1", scope, f"fewer than {MIN_UNITS} cells", int(fitted.sum()))
         corr = self._bootstrap((rho,), mean_of)
         ratio_est = self._bootstrap((log_ratio,), mean_of).map(math.exp)
         if corr.low > 0 and ratio_est.low > 1:
@@ -133,204 +182,153 @@ class ClaimJudge:
             verdict = "not reproduced"
         else:
             verdict = "inconclusive"
-        per_snapshot = {
-            int(k): float(np.nanmean(tom.spearman_recency.sel(snapshot=k).values))
-            for k in offline.snapshot.values
-        }
-        return ClaimResult(
-            "C1",
-            "offline study",
-            verdict,
-            measure,
-            rule,
-            corr,
-            len(rho),
-            {
-                "newest_oldest_ratio": asdict(ratio_est),
-                "cells_with_zero_oldest_weight": int(np.isinf(ratio).sum()),
-                "spearman_by_snapshot": per_snapshot,
-                "ess_share_mean": float(np.nanmean(tom.ess_share.values)),
+        evidence = {
+            "newest_oldest_ratio": asdict(ratio_est),
+            "cells_with_clipped_ratio": int(
+                ((ratio[fitted] < RATIO_CLIP[0]) | (ratio[fitted] > RATIO_CLIP[1])).sum()
+            ),
+            "cells_with_constant_weights": int(
+                np.isnan(tom.spearman_recency.values.ravel())[fitted].sum()
+            ),
+            "spearman_by_snapshot": {
+                int(k): float(v)
+                for k, v in tom.spearman_recency.fillna(0.0)
+                .where(tom.newest_oldest_ratio.notnull())
+                .mean("seed")
+                .to_series()
+                .items()
             },
-        )
+            "ess_share_mean": float(np.nanmean(tom.ess_share.values)),
+        }
+        return self._result("C1", scope, verdict, corr, int(fitted.sum()), evidence)
 
-    def _error_ratio(self, offline: xr.Dataset, variable: str, learner: str) -> Estimate | None:
-        """Geometric-mean ratio learner/MLE of a model error over paired cells, with interval."""
+    def _error_ratio(
+        self, offline: xr.Dataset, variable: str, learner: str
+    ) -> tuple[Estimate | None, int]:
+        """Geometric-mean ratio learner/MLE of a model error over paired cells, and the pairs."""
         mine = offline[variable].sel(learner=learner).values.ravel()
         mle = offline[variable].sel(learner="mle").values.ravel()
         keep = np.isfinite(mine) & np.isfinite(mle) & (mine > 0) & (mle > 0)
-        if keep.sum() < 2:
-            return None
+        if keep.sum() < MIN_UNITS:
+            return None, int(keep.sum())
         diffs = np.log(mine[keep]) - np.log(mle[keep])
-        return self._bootstrap((diffs,), mean_of).map(math.exp)
+        return self._bootstrap((diffs,), mean_of).map(math.exp), int(keep.sum())
 
     def accurate_on_policy(self, offline: xr.Dataset | None) -> ClaimResult:
-        measure = "TOM / MLE on-policy state error (geometric mean over cells)"
-        rule = (
-            f"reproduced if the {self._pct} interval of the ratio lies below 1; not reproduced if "
-            "it lies at or above 1; else inconclusive (paired bootstrap over snapshot x seed "
-            "cells, same data and budget per pair)"
-        )
+        scope = "offline study"
         learners = [] if offline is None else offline.learner.values.tolist()
         if offline is None or not {"tom", "mle"} <= set(learners):
-            return _lacking(
-                "C2", "offline study", measure, rule, "no offline study with TOM and MLE"
-            )
-        est = self._error_ratio(offline, "on_policy_state_mse", "tom")
+            return self._lacking("C2", scope, "no offline study with TOM and MLE")
+        est, pairs = self._error_ratio(offline, "on_policy_state_mse", "tom")
         if est is None:
-            return _lacking("C2", "offline study", measure, rule, "fewer than 2 paired cells")
+            return self._lacking("C2", scope, f"fewer than {MIN_UNITS} paired cells", pairs)
         evidence: dict[str, Any] = {}
+        last = offline.assign(open_loop_last=offline.open_loop_state_mse.isel(horizon=-1))
+        horizon = int(offline.horizon.values[-1])
         for learner in learners:
             if learner == "mle":
                 continue
-            for variable in ("on_policy_state_mse", "buffer_state_mse"):
-                other = self._error_ratio(offline, variable, learner)
-                evidence[f"{learner}/{variable}"] = asdict(other) if other else None
-        horizon = offline.open_loop_state_mse.isel(horizon=-1)
-        last = offline.assign(open_loop_last=horizon)
-        open_loop = self._error_ratio(last, "open_loop_last", "tom")
-        evidence[f"tom/open_loop_state_mse_h{int(offline.horizon.values[-1])}"] = (
-            asdict(open_loop) if open_loop else None
-        )
-        cells = int(np.isfinite(offline.on_policy_state_mse.sel(learner="tom").values).sum())
-        return ClaimResult(
-            "C2", "offline study", _ratio_verdict(est), measure, rule, est, cells, evidence
-        )
+            for variable, name in (
+                ("on_policy_state_mse", "on-policy"),
+                ("buffer_state_mse", "buffer"),
+                ("open_loop_last", f"open-loop H={horizon}"),
+            ):
+                other, _ = self._error_ratio(last, variable, learner)
+                evidence[f"{learner} / MLE, {name}"] = asdict(other) if other else None
+        return self._result("C2", scope, _ratio_verdict(est), est, pairs, evidence)
 
     # --- C3, C4: MBPO curves -------------------------------------------------------------------
 
     def _runs(self, curves: xr.Dataset, task: str, snapshot: int, learner: str) -> xr.DataArray:
         """return_mean over (seed, env_step) of one learner's runs, seeds without data dropped."""
         da = curves.return_mean.sel(task=task, snapshot=snapshot, learner=learner)
-        return da.dropna("env_step", how="all").dropna("seed", how="all")
+        return da.dropna("seed", how="all")
+
+    def _both(self, curves: xr.Dataset, task: str, snapshot: int) -> dict[str, xr.DataArray]:
+        if not {"tom", "mle"} <= set(curves.learner.values.tolist()):
+            return {}
+        runs = {m: self._runs(curves, task, snapshot, m) for m in ("mle", "tom")}
+        grid = xr.concat(list(runs.values()), "learner").dropna("env_step", how="all").env_step
+        return {m: r.sel(env_step=grid) for m, r in runs.items()}
 
     def speeds_up_learning(self, curves: xr.Dataset, task: str, snapshot: int) -> ClaimResult:
         scope = scope_name(task, snapshot)
-        f = self.cfg.threshold_fraction
-        measure = "TOM / MLE mean env steps to reach the return threshold"
-        rule = (
-            f"threshold = R0 + {f:g} (Rbest - R0), R0 the mean first evaluation, Rbest the best "
-            "seed-mean evaluation of either learner; a run that never reaches it counts one "
-            f"evaluation past its end; reproduced if the {self._pct} interval of the step ratio "
-            "lies below 1, not reproduced if at or above 1, else inconclusive (bootstrap over "
-            "seeds)"
-        )
-        if not {"tom", "mle"} <= set(curves.learner.values.tolist()):
-            return _lacking("C3", scope, measure, rule, "no TOM and MLE runs")
-        runs = {m: self._runs(curves, task, snapshot, m) for m in ("mle", "tom")}
+        runs = self._both(curves, task, snapshot)
+        if not runs:
+            return self._lacking("C3", scope, "no TOM and MLE runs")
         seeds = min(r.sizes["seed"] for r in runs.values())
-        if seeds < 2 or min(r.sizes["env_step"] for r in runs.values()) < 2:
-            return _lacking("C3", scope, measure, rule, "fewer than 2 seeds or evaluations", seeds)
+        if seeds < MIN_UNITS or runs["mle"].sizes["env_step"] < 2:
+            return self._lacking(
+                "C3", scope, f"fewer than {MIN_UNITS} seeds or 2 evaluations", seeds
+            )
         r0 = float(np.mean([r.isel(env_step=0).mean() for r in runs.values()]))
         best = float(max(r.mean("seed", skipna=True).max() for r in runs.values()))
         if best <= r0:
-            return _lacking("C3", scope, measure, rule, "no learner improved on R0", seeds)
-        threshold = r0 + f * (best - r0)
+            return self._lacking("C3", scope, "no learner improved on R0", seeds)
+        threshold = r0 + self.cfg.threshold_fraction * (best - r0)
         steps = {m: _steps_to(r, threshold) for m, r in runs.items()}
         est = self._bootstrap((steps["mle"], steps["tom"]), ratio_of_means)
-        return ClaimResult(
-            "C3",
-            scope,
-            _ratio_verdict(est),
-            measure,
-            rule,
-            est,
-            seeds,
-            {
-                "threshold": threshold,
-                "r0": r0,
-                "best_seed_mean": best,
-                "steps_mle": steps["mle"].tolist(),
-                "steps_tom": steps["tom"].tolist(),
-            },
-        )
+        evidence = {
+            "threshold": threshold,
+            "r0": r0,
+            "best_seed_mean": best,
+            **{f"steps_{m}": v.tolist() for m, v in steps.items()},
+            **{f"reached_{m}": int(_reached(r, threshold).sum()) for m, r in runs.items()},
+        }
+        return self._result("C3", scope, _ratio_verdict(est), est, seeds, evidence)
 
     def same_final_return(self, curves: xr.Dataset, task: str, snapshot: int) -> ClaimResult:
         scope = scope_name(task, snapshot)
-        n, margin = self.cfg.final_evaluations, self.cfg.equivalence_margin
-        measure = "(TOM - MLE) / |MLE| final return (mean of the last evaluations)"
-        rule = (
-            f"final return = mean of a run's last {n} evaluations; reproduced if the {self._pct} "
-            f"interval of the relative difference lies above -{margin:g}; not reproduced if it "
-            "lies "
-            f"below -{margin:g}; else inconclusive (bootstrap over seeds)"
-        )
-        if not {"tom", "mle"} <= set(curves.learner.values.tolist()):
-            return _lacking("C4", scope, measure, rule, "no TOM and MLE runs")
-        finals = {}
-        for m in ("mle", "tom"):
-            last = self._runs(curves, task, snapshot, m).isel(env_step=slice(-n, None))
-            values = last.mean("env_step").values
-            finals[m] = values[np.isfinite(values)]
+        runs = self._both(curves, task, snapshot)
+        if not runs:
+            return self._lacking("C4", scope, "no TOM and MLE runs")
+        finals = {m: _final(r, self.cfg.final_evaluations) for m, r in runs.items()}
         seeds = min(len(v) for v in finals.values())
-        if seeds < 2:
-            return _lacking("C4", scope, measure, rule, "fewer than 2 seeds", seeds)
-        est = self._bootstrap((finals["mle"], finals["tom"]), relative_difference)
+        if seeds < MIN_UNITS:
+            return self._lacking("C4", scope, f"fewer than {MIN_UNITS} seeds", seeds)
+        r0 = float(np.mean([r.isel(env_step=0).mean() for r in runs.values()]))
+        if finals["mle"].mean() <= r0:
+            return self._lacking("C4", scope, "MLE's final return is not above R0", seeds)
+        est = self._bootstrap((finals["mle"], finals["tom"]), gain_difference(r0))
+        margin = self.cfg.equivalence_margin
         if est.low > -margin:
             verdict: Verdict = "reproduced"
         elif est.high < -margin:
             verdict = "not reproduced"
         else:
             verdict = "inconclusive"
-        return ClaimResult(
-            "C4",
-            scope,
-            verdict,
-            measure,
-            rule,
-            est,
-            seeds,
-            {"final_mle": finals["mle"].tolist(), "final_tom": finals["tom"].tolist()},
-        )
+        evidence = {"r0": r0, **{f"final_{m}": v.tolist() for m, v in finals.items()}}
+        return self._result("C4", scope, verdict, est, seeds, evidence)
 
     # --- C5, C6: finite MDPs -------------------------------------------------------------------
 
     def recovers_ratio(self, finite: xr.Dataset | None) -> ClaimResult:
-        tol = self.cfg.recovery_tolerance
-        measure = "largest relative error of the exactly solved dual's weights vs d^pi / d^R"
-        rule = (
-            f"reproduced if the error is at most {tol:g} for every reward and divergence with the "
-            "expected (exact) residual; not reproduced otherwise. The sampled residual's error is "
-            "reported, not judged: it is biased by construction"
-        )
+        scope = "finite MDPs"
         if finite is None:
-            return _lacking("C5", "finite MDPs", measure, rule, "no finite-MDP results")
+            return self._lacking("C5", scope, "no finite-MDP results")
         exact = finite.recovery_error.sel(form="expected")
-        worst = float(exact.max())
-        sampled = finite.recovery_error.sel(form="sampled")
-        return ClaimResult(
-            "C5",
-            "finite MDPs",
-            "reproduced" if worst <= tol else "not reproduced",
-            measure,
-            rule,
-            Estimate(worst, worst, worst),
-            int(finite.attrs["mdps"]),
-            {
-                "expected": _by_key(exact),
-                "sampled": _by_key(sampled),
-            },
-        )
+        worst = float(exact.max(skipna=False))  # NaN (a failed or missing solve) stays NaN
+        ok = bool(np.isfinite(worst) and worst <= self.cfg.recovery_tolerance)
+        evidence = {
+            "expected": _by_key(exact),
+            "sampled": _by_key(finite.recovery_error.sel(form="sampled")),
+        }
+        verdict: Verdict = "reproduced" if ok else "not reproduced"
+        est = Estimate(worst, worst, worst)
+        return self._result("C5", scope, verdict, est, int(finite.attrs["mdps"]), evidence)
 
     def lower_bounds_objective(self, finite: xr.Dataset | None) -> ClaimResult:
-        tol = self.cfg.bound_tolerance
-        measure = "smallest slack log J(pi) - bound over all MDP draws (KL and chi2 forms)"
-        rule = f"reproduced if every slack is at least -{tol:g}; not reproduced otherwise"
+        scope = "finite MDPs"
         if finite is None:
-            return _lacking("C6", "finite MDPs", measure, rule, "no finite-MDP results")
-        worst = float(min(finite.slack_kl.min(), finite.slack_chi2.min()))
-        return ClaimResult(
-            "C6",
-            "finite MDPs",
-            "reproduced" if worst >= -tol else "not reproduced",
-            measure,
-            rule,
-            Estimate(worst, worst, worst),
-            int(finite.sizes["mdp"]),
-            {
-                "min_slack_kl": float(finite.slack_kl.min()),
-                "min_slack_chi2": float(finite.slack_chi2.min()),
-            },
-        )
+            return self._lacking("C6", scope, "no finite-MDP results")
+        kl = float(finite.slack_kl.min(skipna=False))
+        chi2 = float(finite.slack_chi2.min(skipna=False))
+        worst = min(kl, chi2) if np.isfinite([kl, chi2]).all() else math.nan
+        ok = bool(np.isfinite(worst) and worst >= -self.cfg.bound_tolerance)
+        verdict: Verdict = "reproduced" if ok else "not reproduced"
+        evidence = {"min_slack_kl": kl, "min_slack_chi2": chi2}
+        est = Estimate(worst, worst, worst)
+        return self._result("C6", scope, verdict, est, int(finite.sizes["mdp"]), evidence)
 
     # --- all -----------------------------------------------------------------------------------
 
@@ -350,8 +348,8 @@ class ClaimJudge:
         ]
         c3 = [self.speeds_up_learning(data.curves[kind], t, k) for kind, t, k in scopes]
         c4 = [self.same_final_return(data.curves[kind], t, k) for kind, t, k in scopes if k < 0]
-        results += c3 or [_lacking("C3", "MBPO", "", "", "no MBPO runs")]
-        results += c4 or [_lacking("C4", "MBPO", "", "", "no from-scratch MBPO runs")]
+        results += c3 or [self._lacking("C3", "MBPO", "no MBPO runs")]
+        results += c4 or [self._lacking("C4", "MBPO", "no from-scratch MBPO runs")]
         results += [self.recovers_ratio(data.finite), self.lower_bounds_objective(data.finite)]
         return results
 
@@ -363,16 +361,30 @@ def scope_name(task: str, snapshot: int) -> str:
     )
 
 
+def _reached(runs: xr.DataArray, threshold: float) -> np.ndarray:
+    """(seed, env_step): whether each evaluation is at or above `threshold` (NaN is not)."""
+    return np.nan_to_num(runs.values, nan=-np.inf) >= threshold
+
+
 def _steps_to(runs: xr.DataArray, threshold: float) -> np.ndarray:
-    """Env steps after each seed's first evaluation until its return first reaches `threshold`."""
+    """Env steps from the grid's first evaluation until each seed's return first reaches
+    `threshold`; a seed that never does is censored at one evaluation past the grid's end, the
+    same for every run, so a run that stopped early cannot look fast."""
     steps = runs.env_step.values
-    returns = runs.values  # (seed, env_step)
-    reached = np.nan_to_num(returns, nan=-np.inf) >= threshold
-    last = np.where(np.isfinite(returns), np.arange(len(steps)), -1).max(axis=1)
-    gap = steps[-1] - steps[-2]
-    first = np.where(reached.any(axis=1), reached.argmax(axis=1), -1)
-    at = np.where(first >= 0, steps[np.maximum(first, 0)], steps[last] + gap)
+    reached = _reached(runs, threshold)
+    censored = steps[-1] + (steps[-1] - steps[-2])
+    at = np.where(reached.any(axis=1), steps[reached.argmax(axis=1)], censored)
     return (at - steps[0]).astype(np.float64)
+
+
+def _final(runs: xr.DataArray, n: int) -> np.ndarray:
+    """Mean of each seed's own last `n` finite evaluations."""
+    finals = []
+    for row in runs.values:
+        values = row[np.isfinite(row)]
+        if len(values):
+            finals.append(values[-n:].mean())
+    return np.asarray(finals, dtype=np.float64)
 
 
 def _by_key(da: xr.DataArray) -> dict[str, float]:

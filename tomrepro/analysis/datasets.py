@@ -30,6 +30,7 @@ OFFLINE_VARIABLES = (
     "weight_by_age",
     "newest_oldest_ratio",
     "spearman_recency",
+    "ess_share",
 )
 
 

@@ -64,7 +64,7 @@ def _md_cell(text: str) -> str:
     return text.replace("|", "\\|").replace("\n", " ")
 
 
-def to_markdown(blocks: list[Block], figure_dir: Path, out_dir: Path) -> str:
+def to_markdown(blocks: list[Block], out_dir: Path) -> str:
     """Markdown with figures linked relative to `out_dir`."""
     lines: list[str] = []
     for block in blocks:

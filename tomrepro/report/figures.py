@@ -233,7 +233,8 @@ def wall_time(data: AnalysisData, _: list[ClaimResult], stage_times: dict[str, d
         names = [str(v) for v in ds.data_vars]
         cols = [v for v in names if v.startswith("seconds_") and v != "seconds_total"]
         for c in cols:
-            per_run = ds[c].sum("env_step").mean(["task", "snapshot", "seed"], skipna=True)
+            # min_count: a grid cell without a run is NaN, not a run that took 0 s.
+            per_run = ds[c].sum("env_step", min_count=1).mean(["task", "snapshot", "seed"])
             for learner, value in zip(ds.learner.values, per_run.values, strict=True):
                 if np.isfinite(value) and value > 0:
                     phases.append(
@@ -298,7 +299,8 @@ FIGURES = (
     FigureSpec(
         "c4_final_returns",
         "C4",
-        "Final return per seed (mean of the last evaluations) with the mean and its 95% interval.",
+        "Final return per seed (mean of its last evaluations) with each learner's mean and its "
+        "95% bootstrap interval (the verdict's interval is on the difference: see the table).",
         final_returns,
     ),
     FigureSpec(
