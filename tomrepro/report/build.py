@@ -27,6 +27,8 @@ from tomrepro.report.document import (
 from tomrepro.report.figures import FIGURES, draw_all
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
+# Claims measured exactly (finite MDPs): a number without an interval.
+EXACT_CLAIMS = ("C5", "C6")
 
 # Choices of this implementation that differ from the official TOM code or from MBPO, whatever
 # the profile; the profile's own scale-downs are listed by `_profile_deviations`.
@@ -58,7 +60,7 @@ def _estimate_text(r: ClaimResult, confidence: float) -> str:
     e = r.estimate
     if e is None:
         return "n/a"
-    if e.low == e.high == e.value:
+    if r.claim_id in EXACT_CLAIMS:
         return _fmt(e.value)
     return f"{_fmt(e.value)} [{_fmt(e.low)}, {_fmt(e.high)}] ({100 * confidence:g}% CI)"
 
@@ -158,7 +160,7 @@ def report_blocks(
         for r in (r for r in claims if r.claim_id == claim_id):
             blocks += [
                 Heading(3, f"{r.scope}: {r.verdict}"),
-                Paragraph(f"{r.measure}: {_estimate_text(r, conf)} (n = {r.units})."),
+                Paragraph(f"{r.measure}: {_estimate_text(r, conf)}; n = {r.units}."),
                 Paragraph(f"Rule: {r.rule}."),
             ]
             if r.evidence:
