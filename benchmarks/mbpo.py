@@ -1,7 +1,8 @@
 """MBPO speed: env steps per minute of MBPO-MLE and MBPO-TOM on Hopper-v5, in the same run.
 
-Each learner runs the default profile's MBPO settings (20 SAC updates per env step, a model
-round every 250 steps with 100 000 rollouts, 10 test episodes per 1000-step epoch) through the
+Each learner runs MBPO's own settings on the default profile's networks (20 SAC updates per env
+step, a model round every 250 steps with 100 000 rollouts, 10 test episodes per 1000-step epoch;
+the default profile trims some of these for its CPU budget, the benchmark does not) through the
 random phase and one warm-up epoch; the figures cover the `--epochs` epochs after that (model
 training, rollouts, TOM's estimator, evaluation and SAC updates; checkpoint writing excluded).
 Prints steps per minute, the share of time per phase, and the TOM/MLE time ratio.
@@ -25,14 +26,20 @@ from tomrepro.loops.mbpo import PHASES, MBPORun
 def measure(
     learner: str, epochs: int, random_steps: int, device: str, out: Path
 ) -> dict[str, float]:
-    profile = load_profile("default")
-    assert profile.mbpo is not None
-    total = random_steps + (1 + epochs) * profile.mbpo.epoch_length
+    epoch_length = 1000
     profile = with_overrides(
-        profile, "mbpo", env_steps=total, random_steps=random_steps, tasks=["Hopper-v5"]
+        load_profile("default"),
+        "mbpo",
+        env_steps=random_steps + (1 + epochs) * epoch_length,
+        random_steps=random_steps,
+        tasks=["Hopper-v5"],
+        epoch_length=epoch_length,
+        updates_per_step=20,
     )
-    cfg = profile.mbpo
-    assert cfg is not None
+    assert profile.mbpo is not None
+    # None means "keep" to with_overrides; MBPO has no per-round batch cap.
+    cfg = profile.mbpo.model_copy(update={"model_batches_per_epoch": None})
+    profile = profile.model_copy(update={"mbpo": cfg})
     MBPORun(profile, out, learner=learner, device=device, progress=True).run()  # type: ignore[arg-type]
     curve = pd.read_csv(out / "curve.csv")
     window = curve[curve["env_step"] > cfg.random_steps + cfg.epoch_length]

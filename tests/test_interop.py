@@ -7,6 +7,7 @@ from __future__ import annotations
 import h5py
 import numpy as np
 import pytest
+import xarray as xr
 
 from tomrepro.core.buffer_file import read_buffer
 from tomrepro.core.tasks import get_task
@@ -181,8 +182,18 @@ def test_offline_study_runs_on_an_imported_buffer(tmp_path, run_cli):
     )
     assert code == 0, err
     assert_same_rows(collected, out)
-    code, _, err = run_cli(
-        "offline-study", out, "--profile", "smoke", "--out", tmp_path / "study", "--quiet"
+    one_cell_per_learner = tmp_path / "small.yaml"
+    one_cell_per_learner.write_text(
+        (REPO_ROOT / "pipelines" / "smoke.yaml")
+        .read_text()
+        .replace("  snapshots: [2, 4]", "  snapshots: [4]")
+        .replace("  methods: [mle, tom, tom-nodisc, pmac]", "  methods: [mle, tom]")
+        .replace("  seeds: [0, 1]\n  eval_steps", "  seeds: [0]\n  eval_steps")
     )
+    code, _, err = run_cli(
+        "offline-study", out, "--profile", one_cell_per_learner, "--out", tmp_path / "study",
+        "--quiet",
+    )  # fmt: skip
     assert code == 0, err
-    assert (tmp_path / "study" / "study.nc").is_file()
+    study = xr.load_dataset(tmp_path / "study" / "study.nc", engine="h5netcdf")
+    assert dict(study.sizes)["learner"] == 2 and dict(study.sizes)["snapshot"] == 1

@@ -19,7 +19,8 @@ def test_two_run_sweep_reports_failure_then_skips(run_cli, tmp_path):
     blocker.write_text("not a directory")  # the mle run cannot create its directory
     args = (
         "sweep", "--profile", "smoke", "--kind", "scratch", "--out", out,
-        "--learners", "mle,pmac", "--env-steps", "400", "--num-cpus", "2", "--quiet",
+        "--learners", "mle,pmac", "--seeds", "0", "--env-steps", "400", "--num-cpus", "2",
+        "--quiet",
     )  # fmt: skip
     code, stdout, err = run_cli(*args)
     assert code == 2 and "1 of 2 runs failed" in err
