@@ -73,31 +73,14 @@ def test_pmac_weights_rise_with_recency(study):
     assert (ds["spearman_recency"].sel(learner="pmac") > 0).all()
 
 
-def test_same_seed_gives_the_identical_dataset(smoke_buffer, study, tmp_path):
-    again = OfflineStudy(
-        load_profile(SMOKE), smoke_buffer, tmp_path / "again", progress=False
-    ).run()
-    xr.testing.assert_identical(
-        xr.load_dataset(again, engine="h5netcdf"), xr.load_dataset(study, engine="h5netcdf")
-    )
-
-
-def test_killed_study_resumes_to_the_identical_dataset(smoke_buffer, tmp_path):
-    profile = tmp_path / "more_seeds.yaml"
-    profile.write_text(SMOKE.read_text().replace("  seeds: [0, 1]", "  seeds: [0, 1, 2]"))
+def test_killed_study_resumes_to_the_identical_dataset(smoke_buffer, study, tmp_path):
+    """SIGKILLed after 5 of 16 cells, rerun: identical to the `study` fixture, which ran
+    uninterrupted in this process (so this also checks same seed -> same dataset)."""
     out = tmp_path / "killed"
     cmd = [
-        sys.executable,
-        "-m",
-        "tomrepro",
-        "offline-study",
-        str(smoke_buffer),
-        "--out",
-        str(out),
-        "--profile",
-        str(profile),
-        "--quiet",
-    ]
+        sys.executable, "-m", "tomrepro", "offline-study", str(smoke_buffer), "--out", str(out),
+        "--profile", str(SMOKE), "--quiet",
+    ]  # fmt: skip
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.monotonic() + 120
     while proc.poll() is None and time.monotonic() < deadline:
@@ -108,14 +91,11 @@ def test_killed_study_resumes_to_the_identical_dataset(smoke_buffer, tmp_path):
     os.kill(proc.pid, signal.SIGKILL)
     proc.wait()
     done = len(list((out / "cells").glob("*.json")))
-    assert 5 <= done < 24 and not (out / "study.nc").exists()
+    assert 5 <= done < 16 and not (out / "study.nc").exists()
     assert subprocess.run(cmd, check=False).returncode == 0
-    uninterrupted = OfflineStudy(
-        load_profile(profile), smoke_buffer, tmp_path / "whole", progress=False
-    ).run()
     xr.testing.assert_identical(
         xr.load_dataset(out / "study.nc", engine="h5netcdf"),
-        xr.load_dataset(uninterrupted, engine="h5netcdf"),
+        xr.load_dataset(study, engine="h5netcdf"),
     )
 
 

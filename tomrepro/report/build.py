@@ -99,6 +99,15 @@ def _profile_deviations(profile: ProfileConfig) -> list[str]:
             f"Continuations: {m.continue_env_steps} env steps from snapshot(s) "
             f"{', '.join(map(str, m.continue_snapshots))}; seeds {', '.join(map(str, m.seeds))}."
         )
+    model = profile.model
+    if model.family == "ensemble":
+        caps = f"at most {model.max_epochs} epochs per cold fit"
+        if profile.mbpo is not None and profile.mbpo.model_batches_per_epoch is not None:
+            caps += f", {profile.mbpo.model_batches_per_epoch} minibatches per warm MBPO epoch"
+        out.append(
+            f"Dynamics model: MBPO's ensemble ({model.ensemble_size} members, {model.elites} "
+            f"elites; {caps}); the official TOM code fits one mixture-density network."
+        )
     if profile.collect.task != "Hopper-v5" or profile.collect.env_steps < 100_000:
         out.append(
             f"The offline study's buffer: {profile.collect.env_steps} env steps of SAC on "
