@@ -1,4 +1,11 @@
-"""`tomrepro analyse`: stage outputs -> netCDF datasets -> judged claims (JSON and tidy CSV)."""
+"""`tomrepro analyse`: stage outputs -> netCDF datasets -> judged claims (JSON and tidy CSV).
+
+Besides `claims.json` (everything, for the report) it writes `headline.json`, the pipeline's one
+DVC metrics file, kept small so `dvc exp show` stays readable: each claims row's verdict and
+estimate, the summed wall time of the stages timed before `analyse` ran (named in the file), and
+each MBPO cell's final return per learner (C4's definition: the mean of a run's last
+`analysis.final_evaluations` evaluations), averaged over seeds.
+"""
 
 from __future__ import annotations
 
@@ -10,9 +17,14 @@ from typing import Any
 import pandas as pd
 
 from tomrepro.analysis import datasets
-from tomrepro.analysis.claims import ClaimJudge, ClaimResult
+from tomrepro.analysis.claims import ClaimJudge, ClaimResult, _final, scope_name
 from tomrepro.core.atomic import atomic_path
 from tomrepro.core.config import ProfileConfig
+from tomrepro.core.stage_time import read_stage_times
+
+HEADLINE = "headline.json"
+# Stages timed after the headline is written (a stale record of an earlier run may be on disk).
+NOT_IN_WALL_TIME = ("analyse", "report")
 
 
 def row_id(result: ClaimResult) -> str:
@@ -51,7 +63,49 @@ def analyse(profile: ProfileConfig, data_dir: Path, out_dir: Path) -> list[Claim
         tmp.write_text(json.dumps(_json_safe(payload), indent=2, allow_nan=False))
     with atomic_path(out_dir / "claims.csv") as tmp:
         claims_table(results).to_csv(tmp, index=False)
+    summary = headline(results, data, read_stage_times(data_dir / "stage_times"), profile)
+    with atomic_path(out_dir / HEADLINE) as tmp:
+        tmp.write_text(json.dumps(_json_safe(summary), indent=2, allow_nan=False))
     return results
+
+
+def final_returns(data: datasets.AnalysisData, evaluations: int) -> dict[str, dict[str, float]]:
+    """Per MBPO cell (named as its claims rows are) and learner: the seed mean of each run's
+    final return (the mean of its last `evaluations` finite evaluations)."""
+    out: dict[str, dict[str, float]] = {}
+    for curves in data.curves.values():
+        for task in curves.task.values:
+            for snapshot in curves.snapshot.values:
+                cell = {}
+                for learner in curves.learner.values:
+                    runs = curves.return_mean.sel(task=task, snapshot=snapshot, learner=learner)
+                    finals = _final(runs.dropna("seed", how="all"), evaluations)
+                    if len(finals):
+                        cell[str(learner)] = float(finals.mean())
+                if cell:
+                    out[scope_name(str(task), int(snapshot))] = cell
+    return out
+
+
+def headline(
+    results: list[ClaimResult],
+    data: datasets.AnalysisData,
+    stage_times: dict[str, dict],
+    profile: ProfileConfig,
+) -> dict[str, Any]:
+    """The few numbers worth a column in `dvc exp show` (the pipeline's only DVC metrics)."""
+    timed = {k: v for k, v in stage_times.items() if k not in NOT_IN_WALL_TIME}
+    return {
+        "claims": {
+            row_id(r): {"verdict": r.verdict, "estimate": r.estimate.value if r.estimate else None}
+            for r in results
+        },
+        "wall_seconds": {
+            "total": round(sum(float(t["wall_seconds"]) for t in timed.values()), 3),
+            "stages": ",".join(timed),  # the stage_times files summed
+        },
+        "final_return": final_returns(data, profile.analysis.final_evaluations),
+    }
 
 
 def _json_safe(value: Any) -> Any:

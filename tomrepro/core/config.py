@@ -23,6 +23,8 @@ from pydantic import (
 from tomrepro.core.errors import ConfigError, UnknownTaskError
 from tomrepro.core.tasks import get_task
 
+# `load_profile`'s default folder. Passing this very object means "search as
+# `core/profile_paths.find_profile` does"; any other folder is the only place looked.
 PROFILE_DIR = Path("pipelines")
 
 PositiveInt = Annotated[int, Field(gt=0)]
@@ -355,20 +357,15 @@ def _format_validation_error(source: str, err: ValidationError) -> str:
     return f"{source}: " + "; ".join(parts)
 
 
-def resolve_profile_path(profile: str | Path, profile_dir: Path = PROFILE_DIR) -> Path:
-    """A profile is a name under `pipelines/` or a path to a YAML file."""
-    candidate = Path(profile)
-    if candidate.suffix in {".yaml", ".yml"}:
-        if not candidate.is_file():
-            raise ConfigError(f"profile file {candidate} does not exist")
-        return candidate
-    path = profile_dir / f"{profile}.yaml"
-    if not path.is_file():
-        known = sorted(p.stem for p in profile_dir.glob("*.yaml")) if profile_dir.is_dir() else []
-        raise ConfigError(
-            f"unknown profile {str(profile)!r}: no {path} (known: {', '.join(known) or 'none'})"
-        )
-    return path
+def resolve_profile_path(profile: str | Path, profile_dir: Path | None = None) -> Path:
+    """A profile is a YAML path or a name: looked up in `profile_dir` alone when one is given,
+    else (None or `PROFILE_DIR`) from the current directory up, then beside the package source
+    (`tomrepro/core/profile_paths.py`), so a name works from any directory."""
+    from tomrepro.core.profile_paths import find_profile, profile_in
+
+    if profile_dir is None or profile_dir is PROFILE_DIR:
+        return find_profile(profile)
+    return profile_in(profile, profile_dir)
 
 
 def load_profile(profile: str | Path, profile_dir: Path = PROFILE_DIR) -> ProfileConfig:
