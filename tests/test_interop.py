@@ -187,7 +187,7 @@ def test_offline_study_runs_on_an_imported_buffer(tmp_path, run_cli):
         (REPO_ROOT / "pipelines" / "smoke.yaml")
         .read_text()
         .replace("  snapshots: [2, 4]", "  snapshots: [4]")
-        .replace("  methods: [mle, tom, tom-nodisc, pmac]", "  methods: [mle, tom]")
+        .replace("  learners: [mle, tom, tom-nodisc, pmac]", "  learners: [mle, tom]")
         .replace("  seeds: [0, 1]\n  eval_steps", "  seeds: [0]\n  eval_steps")
     )
     code, _, err = run_cli(

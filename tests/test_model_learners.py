@@ -7,10 +7,10 @@ import numpy as np
 import pytest
 import torch
 
-from tomrepro.core.config import ModelConfig, SACConfig, TOMConfig
+from tomrepro.core.config import ModelConfig, ProfileConfig, SACConfig, load_profile, with_overrides
 from tomrepro.core.tasks import get_task
 from tomrepro.learning.dynamics_model import DynamicsModel
-from tomrepro.learning.model_learners import make_learner, value_gradients
+from tomrepro.learning.model_learners import PlanInputs, build_learner, value_gradients
 from tomrepro.learning.model_pool import MixedBatchSampler, ModelPool
 from tomrepro.learning.model_rollout import draw_rows, rollout_model
 from tomrepro.learning.model_training import fit_dynamics, fit_on_columns
@@ -74,6 +74,11 @@ def test_weighted_start_draws_follow_the_probabilities():
     assert counts[0] == 0 and counts[3] == 0
     assert counts[2] / counts[1] == pytest.approx(3.0, rel=0.05)
     assert draw_rows(None, 4, 10, torch.Generator().manual_seed(0)).max() < 4
+
+
+def _profile(**tom: object) -> ProfileConfig:
+    """The smoke profile with some of TOM's settings replaced."""
+    return with_overrides(load_profile("smoke"), "tom", **tom)
 
 
 def _agent(obs_dim: int, act_dim: int) -> SAC:
@@ -140,7 +145,7 @@ def test_target_weights_decide_which_outputs_are_learned():
 def test_value_gradients_match_finite_differences():
     agent = _agent(4, 2)
     states = np.random.default_rng(0).normal(size=(5, 4)).astype(np.float32)
-    grads = value_gradients(agent, states, CPU)
+    grads = value_gradients(agent.actor, agent.critic, states, CPU)
 
     def value(s: np.ndarray) -> np.ndarray:
         with torch.no_grad():
@@ -161,8 +166,9 @@ def test_plans_of_each_learner(hopper_buffer):
     cols = hopper_buffer.columns()
     cols = {**cols, "policy_versions": (cols["env_steps"] // 200).astype(np.int64)}
     agent = _agent(11, 3)
-    tom = TOMConfig(recent_size=100, discriminator_steps=20, q_steps=30, q_hidden_sizes=(32, 32))
-    plans = {m: make_learner(m, tom, 10.0, 0, CPU).plan(cols, agent, 2)
+    profile = _profile(recent_size=100, discriminator_steps=20, q_steps=30, q_hidden_sizes=(32, 32))
+    inputs = PlanInputs(cols, agent.actor, 2, agent.critic)
+    plans = {m: build_learner(m, profile, 0, CPU).plan(inputs)
              for m in ("mle", "tom", "tom-nodisc", "pmac", "vagram")}  # fmt: skip
     assert plans["mle"].row_weights is None and plans["mle"].start_probs is None
     for m in ("tom", "tom-nodisc", "pmac"):
@@ -179,13 +185,13 @@ def test_plans_of_each_learner(hopper_buffer):
 def test_tom_learner_keeps_its_estimator_across_a_resume(hopper_buffer):
     cols = hopper_buffer.columns()
     agent = _agent(11, 3)
-    tom = TOMConfig(recent_size=100, discriminator_steps=10, q_steps=10, q_hidden_sizes=(16,))
-    a = make_learner("tom", tom, 10.0, 0, CPU)
-    a.plan(cols, agent, 1)
-    b = make_learner("tom", tom, 10.0, 0, CPU)
+    tom = {"recent_size": 100, "discriminator_steps": 10, "q_steps": 10, "q_hidden_sizes": (16,)}
+    inputs = PlanInputs(cols, agent.actor, 1, agent.critic)
+    a = build_learner("tom", _profile(**tom), 0, CPU)
+    a.plan(inputs)
+    b = build_learner("tom", _profile(**tom), 0, CPU)
     b.load_state_dict(a.state_dict())
-    np.testing.assert_array_equal(
-        a.plan(cols, agent, 1).row_weights, b.plan(cols, agent, 1).row_weights
-    )
-    small = make_learner("tom", tom.model_copy(update={"recent_size": 10_000}), 10.0, 0, CPU)
-    assert small.plan(cols, agent, 1).row_weights is None  # MLE until D^pi is full
+    np.testing.assert_array_equal(a.plan(inputs).row_weights, b.plan(inputs).row_weights)
+    small = build_learner("tom", _profile(**{**tom, "recent_size": 10_000}), 0, CPU)
+    plan = small.plan(inputs)
+    assert plan.row_weights is None and "fewer than" in plan.inactive_reason  # MLE until D^pi

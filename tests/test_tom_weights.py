@@ -148,7 +148,7 @@ def smoke_buffer(tmp_path_factory) -> Path:
     return Collector(load_profile(SMOKE), out, progress=False).run()
 
 
-@pytest.mark.parametrize("method", ["tom", "tom-nodisc", "pmac", "uniform"])
+@pytest.mark.parametrize("method", ["tom", "tom-nodisc", "pmac", "mle"])
 def test_weights_command_writes_weights_that_train_model_accepts(
     method, smoke_buffer, tmp_path, run_cli
 ):
@@ -158,7 +158,7 @@ def test_weights_command_writes_weights_that_train_model_accepts(
         smoke_buffer,
         "--snapshot",
         "2",
-        "--method",
+        "--learner",
         method,
         "--out",
         out,
@@ -202,7 +202,7 @@ def test_weights_command_refusals(args, message, smoke_buffer, tmp_path, run_cli
         args = [a if a != "big_k" else str(tmp_path / "big_k.yaml") for a in args]
     args = ["--profile", str(SMOKE), *args] if "--profile" not in args else args
     code, _, err = run_cli(
-        "weights", smoke_buffer, "--method", "tom", "--out", tmp_path / "w.npz", *args
+        "weights", smoke_buffer, "--learner", "tom", "--out", tmp_path / "w.npz", *args
     )
     assert code == 2 and err.count("\n") == 1 and message in err, err
     assert not (tmp_path / "w.npz").exists()
@@ -218,7 +218,7 @@ def test_weights_command_refuses_an_incomplete_buffer(smoke_buffer, tmp_path, ru
         copy,
         "--snapshot",
         "1",
-        "--method",
+        "--learner",
         "pmac",
         "--out",
         tmp_path / "w.npz",
@@ -234,8 +234,8 @@ def test_weights_command_refuses_a_json_output_path(smoke_buffer, tmp_path, run_
         smoke_buffer,
         "--snapshot",
         "1",
-        "--method",
-        "uniform",
+        "--learner",
+        "mle",
         "--out",
         tmp_path / "w.json",
         "--profile",

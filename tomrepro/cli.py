@@ -7,16 +7,69 @@ import logging
 import sys
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING, cast
+from typing import Any, cast
 
 import click
 
 from tomrepro.core.errors import TomreproError
 
-if TYPE_CHECKING:
-    from tomrepro.core.config import LearnerName
-
 EXIT_USER_ERROR = 2
+DEFAULT_PROFILE = "default"
+
+
+class LearnerChoice(click.Choice):
+    """The registered learners, read when an option is parsed, so a learner registered after
+    this module was imported is a valid choice too."""
+
+    def __init__(self) -> None:
+        super().__init__((), case_sensitive=True)
+
+    @property
+    def choices(self) -> tuple[str, ...]:
+        from tomrepro.core.learners import learner_names
+
+        return learner_names()
+
+    @choices.setter
+    def choices(self, _: object) -> None:
+        pass
+
+
+def profile_option(help_text: str = "Profile name under pipelines/, or a YAML path."):
+    return click.option("--profile", default=DEFAULT_PROFILE, show_default=True, help=help_text)
+
+
+def device_option(default: str | None = None):
+    return click.option(
+        "--device",
+        type=click.Choice(["auto", "cpu", "cuda"]),
+        default=default,
+        show_default=default is not None,
+        help="Torch device; `auto` takes CUDA when present (default: the profile's).",
+    )
+
+
+def learner_option(**kw: Any):
+    return click.option("--learner", type=LearnerChoice(), **kw)
+
+
+def run_control_options(func):
+    """--overwrite, --rerun-complete and --quiet: how a run treats its output directory."""
+    for option in reversed(
+        [
+            click.option(
+                "--overwrite", is_flag=True, help="Replace output made with another config."
+            ),
+            click.option(
+                "--rerun-complete",
+                is_flag=True,
+                help="Redo finished work (unfinished work is still resumed).",
+            ),
+            click.option("--quiet", is_flag=True, help="No progress bar."),
+        ]
+    ):
+        func = option(func)
+    return func
 
 
 class _StderrHandler(logging.Handler):
@@ -107,12 +160,7 @@ def validate(file: Path) -> None:
 
 
 @cli.command("random-buffer")
-@click.option(
-    "--profile",
-    default="default",
-    show_default=True,
-    help="Profile name under pipelines/, or a YAML path.",
-)
+@profile_option()
 @click.option("--out", type=click.Path(path_type=Path), required=True, help="Output .h5 file.")
 def random_buffer(profile: str, out: Path) -> None:
     """Record the profile's uniform-random-policy buffer (real MuJoCo) to a buffer file."""
@@ -123,12 +171,7 @@ def random_buffer(profile: str, out: Path) -> None:
 
 
 @cli.command()
-@click.option(
-    "--profile",
-    default="default",
-    show_default=True,
-    help="Profile name under pipelines/, or a YAML path.",
-)
+@profile_option()
 @click.option(
     "--out",
     type=click.Path(path_type=Path),
@@ -142,19 +185,8 @@ def random_buffer(profile: str, out: Path) -> None:
     "--snapshot-every", type=int, default=None, help="Override collect.snapshot_every (M)."
 )
 @click.option("--seed", type=int, default=None, help="Override the profile's seed.")
-@click.option(
-    "--device",
-    type=click.Choice(["auto", "cpu", "cuda"]),
-    default=None,
-    help="Torch device (default: the profile's).",
-)
-@click.option("--overwrite", is_flag=True, help="Replace output collected with another config.")
-@click.option(
-    "--rerun-complete",
-    is_flag=True,
-    help="Redo a finished collection (an unfinished one is still resumed).",
-)
-@click.option("--quiet", is_flag=True, help="No progress bar.")
+@device_option()
+@run_control_options
 def collect(
     profile: str,
     out: Path,
@@ -200,12 +232,7 @@ def collect(
     required=True,
     help="Model file (.pt); the training curve goes beside it as .json.",
 )
-@click.option(
-    "--profile",
-    default="default",
-    show_default=True,
-    help="Profile whose `model` section sets architecture and budget.",
-)
+@profile_option("Profile whose `model` section sets architecture and budget.")
 @click.option(
     "--prefix-end",
     type=click.IntRange(min=1),
@@ -222,7 +249,7 @@ def collect(
 @click.option("--family", type=click.Choice(["ensemble", "mdn"]), default=None)
 @click.option("--weighting", type=click.Choice(["resample", "loss"]), default=None)
 @click.option("--seed", type=int, default=None, help="Default: the profile's seed.")
-@click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default=None)
+@device_option()
 def train_model_command(
     buffer: Path,
     out: Path,
@@ -279,7 +306,7 @@ def train_model_command(
     default=None,
     help="Also write the errors as a netCDF file (xarray, h5netcdf).",
 )
-@click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto")
+@device_option("auto")
 def eval_model_command(
     model: Path,
     data: Path,
@@ -316,9 +343,7 @@ def eval_model_command(
     required=True,
     help="Policy snapshot K: weights for the data that existed when it became current.",
 )
-@click.option(
-    "--method", type=click.Choice(["tom", "tom-nodisc", "pmac", "uniform"]), required=True
-)
+@learner_option(required=True, help="A registered learner that needs no critic (mle: uniform).")
 @click.option(
     "--divergence",
     type=click.Choice(["chi2", "kl"]),
@@ -331,20 +356,20 @@ def eval_model_command(
     required=True,
     help=".npz with `weights` (diagnostics go beside it as .json).",
 )
-@click.option("--profile", default="default", show_default=True)
-@click.option("--seed", type=int, default=None)
-@click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default=None)
+@profile_option()
+@click.option("--seed", type=int, default=None, help="Default: the profile's seed.")
+@device_option()
 def weights_command(
     buffer: Path,
     snapshot: int,
-    method: str,
+    learner: str,
     divergence: str | None,
     out: Path,
     profile: str,
     seed: int | None,
     device: str | None,
 ) -> None:
-    """Per-transition weights (TOM, TOM without discriminator, PMAC, uniform) at a snapshot."""
+    """Per-transition weights of a model learner (TOM, PMAC, MLE, ...) at a snapshot."""
     from tomrepro.core.config import load_profile
     from tomrepro.loops.weights_stage import compute_weights
 
@@ -352,7 +377,7 @@ def weights_command(
         load_profile(profile),
         buffer,
         snapshot,
-        method,
+        learner,
         out,
         divergence=divergence,
         seed=seed,
@@ -369,12 +394,17 @@ def weights_command(
     required=True,
     help="Study directory (study.nc, study.csv, metrics.json, cells/, eval/).",
 )
-@click.option("--profile", default="default", show_default=True)
-@click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default=None)
-@click.option("--rerun-complete", is_flag=True, help="Redo a finished study.")
-@click.option("--quiet", is_flag=True, help="No progress bar.")
+@profile_option()
+@device_option()
+@run_control_options
 def offline_study_command(
-    buffer: Path, out: Path, profile: str, device: str | None, rerun_complete: bool, quiet: bool
+    buffer: Path,
+    out: Path,
+    profile: str,
+    device: str | None,
+    overwrite: bool,
+    rerun_complete: bool,
+    quiet: bool,
 ) -> None:
     """Per-snapshot MLE vs TOM vs PMAC models on a saved buffer, errors on pi_k's occupancy."""
     from tomrepro.core.config import load_profile
@@ -385,6 +415,7 @@ def offline_study_command(
         buffer,
         out,
         device=device,
+        overwrite=overwrite,
         rerun_complete=rerun_complete,
         progress=not quiet,
     )
@@ -392,34 +423,24 @@ def offline_study_command(
 
 
 @cli.command("finite-mdp")
-@click.option(
-    "--profile", default=None, help="Take --mdps and --seed from this profile's finite_mdp section."
-)
-@click.option("--mdps", type=click.IntRange(min=1), default=None, help="[default: 200]")
-@click.option("--seed", type=click.IntRange(min=0), default=None, help="[default: 0]")
+@profile_option("Profile whose finite_mdp section gives --mdps and --seed.")
+@click.option("--mdps", type=click.IntRange(min=1), default=None, help="Override finite_mdp.mdps.")
+@click.option("--seed", type=click.IntRange(min=0), default=None, help="Override finite_mdp.seed.")
 @click.option("--out", type=click.Path(path_type=Path), default=None, help="Also write JSON.")
-def finite_mdp_command(
-    profile: str | None, mdps: int | None, seed: int | None, out: Path | None
-) -> None:
+def finite_mdp_command(profile: str, mdps: int | None, seed: int | None, out: Path | None) -> None:
     """Claims C5 (exact ratio recovery) and C6 (lower bound) on random finite MDPs."""
-    from tomrepro.analysis.finite_claims import check_bound, check_recovery, finite_results
-    from tomrepro.core.atomic import atomic_path
-    from tomrepro.core.config import FiniteMDPConfig, load_profile
+    from tomrepro.analysis.finite_claims import run_finite_checks
+    from tomrepro.core.config import load_profile
 
-    cfg = load_profile(profile).finite_mdp if profile else FiniteMDPConfig()
-    mdps = cfg.mdps if mdps is None else mdps
-    seed = cfg.seed if seed is None else seed
-    recovery, bound = check_recovery(mdps, seed), check_bound(mdps, seed + 1)
-    click.echo(f"C5: largest relative error of recovered weights over {mdps} MDPs")
-    for key, error in sorted(recovery.max_relative_error.items()):
-        click.echo(f"  {key:<32} {error:.3e}")
-    click.echo(
-        f"C6: min slack over {mdps} MDPs: KL bound {bound.min_slack_kl:.3e}, "
-        f"chi2 bound {bound.min_slack_chi2:.3e} (>= 0 means the bound holds)"
+    cfg = load_profile(profile).finite_mdp
+    cfg = cfg.model_copy(
+        update={
+            "mdps": cfg.mdps if mdps is None else mdps,
+            "seed": cfg.seed if seed is None else seed,
+        }
     )
-    if out is not None:
-        with atomic_path(out) as tmp:
-            tmp.write_text(json.dumps(finite_results(recovery, bound, seed), indent=2))
+    for line in run_finite_checks(cfg, out):
+        click.echo(line)
 
 
 _DATA_DIR = click.option(
@@ -432,7 +453,7 @@ _DATA_DIR = click.option(
 
 
 @cli.command()
-@click.option("--profile", required=True, help="Profile whose `analysis` rules apply.")
+@profile_option("Profile whose `analysis` rules apply.")
 @_DATA_DIR
 @click.option(
     "--out",
@@ -455,7 +476,7 @@ def analyse(profile: str, data_dir: Path, out: Path | None) -> None:
 
 
 @cli.command()
-@click.option("--profile", required=True, help="Profile the report describes.")
+@profile_option("Profile the report describes.")
 @_DATA_DIR
 @click.option(
     "--out",
@@ -530,9 +551,6 @@ def export_d4rl_command(buffer: Path, out: Path) -> None:
     click.echo(f"wrote {export_d4rl(buffer, out)}")
 
 
-_LEARNERS = click.Choice(["mle", "tom", "tom-nodisc", "pmac", "vagram"])
-
-
 def _mbpo_profile(profile: str, seed: int | None, divergence: str | None, **mbpo: object):
     from tomrepro.core.config import load_profile, with_overrides
 
@@ -546,13 +564,11 @@ def _mbpo_profile(profile: str, seed: int | None, divergence: str | None, **mbpo
 def _mbpo_options(func):
     """Options shared by `mbpo` and `continue`."""
     options = [
-        click.option(
-            "--profile", default="default", show_default=True, help="Profile name or YAML."
-        ),
+        profile_option(),
         click.option(
             "--out", type=click.Path(path_type=Path), required=True, help="Run directory."
         ),
-        click.option("--learner", type=_LEARNERS, default="mle", show_default=True),
+        learner_option(default="mle", show_default=True),
         click.option(
             "--divergence",
             type=click.Choice(["chi2", "kl"]),
@@ -560,48 +576,52 @@ def _mbpo_options(func):
             help="TOM's f-divergence (default: the profile's tom.divergence).",
         ),
         click.option("--seed", type=int, default=None, help="Default: the profile's seed."),
-        click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default=None),
-        click.option("--overwrite", is_flag=True, help="Replace a run made with another config."),
-        click.option("--rerun-complete", is_flag=True, help="Redo a finished run."),
-        click.option("--quiet", is_flag=True, help="No progress bar."),
+        device_option(),
+        run_control_options,
     ]
     for option in reversed(options):
         func = option(func)
     return func
 
 
+def _run_mbpo(
+    options: dict[str, object], env_steps_key: str, start_from: tuple[Path, int] | None = None
+) -> None:
+    """The body of `mbpo` and `continue`: a from-scratch run, or one continued from snapshot K."""
+    from tomrepro.loops.mbpo import ContinueFrom, MBPORun
+
+    opts = dict(options)
+    cfg = _mbpo_profile(
+        cast(str, opts.pop("profile")),
+        cast("int | None", opts.pop("seed")),
+        cast("str | None", opts.pop("divergence")),
+        **{env_steps_key: opts.pop("env_steps")},
+    )
+    assert cfg.mbpo is not None
+    start = None
+    if start_from is not None:
+        start = ContinueFrom(*start_from, cfg.mbpo.continue_env_steps)
+    root = MBPORun(
+        cfg,
+        cast(Path, opts.pop("out")),
+        learner=cast(str, opts.pop("learner")),
+        task=cast("str | None", opts.pop("task", None)),
+        start=start,
+        device=cast("str | None", opts.pop("device")),
+        overwrite=bool(opts.pop("overwrite")),
+        rerun_complete=bool(opts.pop("rerun_complete")),
+        progress=not opts.pop("quiet"),
+    ).run()
+    click.echo(f"wrote {root}")
+
+
 @cli.command()
 @_mbpo_options
 @click.option("--task", default=None, help="Default: the first of mbpo.tasks.")
 @click.option("--env-steps", type=int, default=None, help="Override mbpo.env_steps.")
-def mbpo(
-    profile: str,
-    out: Path,
-    learner: str,
-    divergence: str | None,
-    seed: int | None,
-    device: str | None,
-    overwrite: bool,
-    rerun_complete: bool,
-    quiet: bool,
-    task: str | None,
-    env_steps: int | None,
-) -> None:
+def mbpo(**options: object) -> None:
     """Run MBPO from scratch with a model learner (resumable; a finished run is skipped)."""
-    from tomrepro.loops.mbpo import MBPORun
-
-    cfg = _mbpo_profile(profile, seed, divergence, env_steps=env_steps)
-    root = MBPORun(
-        cfg,
-        out,
-        learner=cast("LearnerName", learner),
-        task=task,
-        device=device,
-        overwrite=overwrite,
-        rerun_complete=rerun_complete,
-        progress=not quiet,
-    ).run()
-    click.echo(f"wrote {root}")
+    _run_mbpo(options, "env_steps")
 
 
 @cli.command("continue")
@@ -611,37 +631,9 @@ def mbpo(
 @click.option(
     "--env-steps", type=int, default=None, help="Env steps after K (mbpo.continue_env_steps)."
 )
-def continue_command(
-    buffer: Path,
-    snapshot: int,
-    profile: str,
-    out: Path,
-    learner: str,
-    divergence: str | None,
-    seed: int | None,
-    device: str | None,
-    overwrite: bool,
-    rerun_complete: bool,
-    quiet: bool,
-    env_steps: int | None,
-) -> None:
+def continue_command(buffer: Path, snapshot: int, **options: object) -> None:
     """Continue a collected run with MBPO from snapshot K of BUFFER and its agent checkpoint."""
-    from tomrepro.loops.mbpo import ContinueFrom, MBPORun
-
-    cfg = _mbpo_profile(profile, seed, divergence, continue_env_steps=env_steps)
-    assert cfg.mbpo is not None
-    start = ContinueFrom(buffer, snapshot, cfg.mbpo.continue_env_steps)
-    root = MBPORun(
-        cfg,
-        out,
-        learner=cast("LearnerName", learner),
-        start=start,
-        device=device,
-        overwrite=overwrite,
-        rerun_complete=rerun_complete,
-        progress=not quiet,
-    ).run()
-    click.echo(f"wrote {root}")
+    _run_mbpo(options, "continue_env_steps", (buffer, snapshot))
 
 
 def _csv(kind: type):
@@ -657,7 +649,7 @@ def _csv(kind: type):
 
 
 @cli.command()
-@click.option("--profile", default="default", show_default=True, help="Profile name or YAML.")
+@profile_option()
 @click.option("--kind", type=click.Choice(["scratch", "continue"]), required=True)
 @click.option("--out", type=click.Path(path_type=Path), required=True, help="Sweep directory.")
 @click.option(
@@ -677,7 +669,7 @@ def _csv(kind: type):
 @click.option("--num-cpus", type=int, default=None, help="CPUs of the local Ray (default: all).")
 @click.option("--cpus-per-run", type=float, default=1.0, show_default=True)
 @click.option("--gpus-per-run", type=float, default=0.0, show_default=True)
-@click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default=None)
+@device_option()
 @click.option("--rerun-complete", is_flag=True, help="Redo finished runs.")
 @click.option(
     "--summary",

@@ -88,7 +88,7 @@ def make_run(
     return MBPORun(
         profile,
         Path(spec.out_dir),
-        learner=spec.learner,  # type: ignore[arg-type]
+        learner=spec.learner,
         task=spec.task or None,
         seed=spec.seed,
         start=start,

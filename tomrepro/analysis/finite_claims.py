@@ -18,10 +18,14 @@ Both inequalities are checked; the slack (left minus right) must be >= 0.
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 
+from tomrepro.core.atomic import atomic_path
+from tomrepro.core.config import FiniteMDPConfig
 from tomrepro.learning.finite_dual import Divergence, solve_dual
 from tomrepro.learning.finite_mdp import (
     perturbed_dynamics,
@@ -144,3 +148,20 @@ def finite_results(recovery: RecoveryResult, bound: BoundResult, seed: int) -> d
         "slack_kl": bound.slack_kl,
         "slack_chi2": bound.slack_chi2,
     }
+
+
+def run_finite_checks(cfg: FiniteMDPConfig, out: Path | None = None) -> list[str]:
+    """The `finite-mdp` stage: both checks, the JSON file (when `out` is given) and a summary."""
+    recovery, bound = check_recovery(cfg.mdps, cfg.seed), check_bound(cfg.mdps, cfg.seed + 1)
+    lines = [f"C5: largest relative error of recovered weights over {cfg.mdps} MDPs"]
+    lines += [
+        f"  {key:<32} {error:.3e}" for key, error in sorted(recovery.max_relative_error.items())
+    ]
+    lines.append(
+        f"C6: min slack over {cfg.mdps} MDPs: KL bound {bound.min_slack_kl:.3e}, "
+        f"chi2 bound {bound.min_slack_chi2:.3e} (>= 0 means the bound holds)"
+    )
+    if out is not None:
+        with atomic_path(out) as tmp:
+            tmp.write_text(json.dumps(finite_results(recovery, bound, cfg.seed), indent=2))
+    return lines

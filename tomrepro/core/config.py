@@ -20,37 +20,30 @@ from pydantic import (
     model_validator,
 )
 
+from tomrepro.core.config_section import (
+    Discount,
+    NonNegativeInt,
+    PositiveFloat,
+    PositiveInt,
+    Section,
+    UnitInterval,
+    check_distinct,
+)
 from tomrepro.core.errors import ConfigError, UnknownTaskError
+from tomrepro.core.learners import (
+    PMACConfig,
+    TOMConfig,
+    VaGraMConfig,
+    check_learner_names,
+    learner_sections,
+)
 from tomrepro.core.tasks import get_task
+
+__all__ = ["PMACConfig", "TOMConfig", "VaGraMConfig"]  # learner sections, re-exported
 
 # `load_profile`'s default folder. Passing this very object means "search as
 # `core/profile_paths.find_profile` does"; any other folder is the only place looked.
 PROFILE_DIR = Path("pipelines")
-
-PositiveInt = Annotated[int, Field(gt=0)]
-NonNegativeInt = Annotated[int, Field(ge=0)]
-PositiveFloat = Annotated[float, Field(gt=0)]
-UnitInterval = Annotated[float, Field(gt=0, lt=1)]
-Discount = UnitInterval
-
-
-class _Section(BaseModel):
-    model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
-
-    @model_validator(mode="before")
-    @classmethod
-    def _lists_to_tuples(cls, raw: Any) -> Any:
-        """YAML gives lists; sequence fields are tuples (hashable, immutable)."""
-        if not isinstance(raw, dict):
-            return raw
-        return {k: tuple(v) if isinstance(v, list) else v for k, v in raw.items()}
-
-
-def _check_distinct(section: BaseModel, names: tuple[str, ...]) -> None:
-    for name in names:
-        values = getattr(section, name)
-        if len(set(values)) != len(values):
-            raise ValueError(f"{name} has repeated entries: {list(values)}")
 
 
 def _known_task(value: str) -> str:
@@ -61,7 +54,7 @@ def _known_task(value: str) -> str:
     return value
 
 
-class RandomBufferConfig(_Section):
+class RandomBufferConfig(Section):
     """A buffer from a uniform-random policy: cheap, real MuJoCo data for checks and tests."""
 
     task: str = Field(description="Task id from the registry (`tomrepro tasks`).")
@@ -70,7 +63,7 @@ class RandomBufferConfig(_Section):
     _check_task = field_validator("task")(_known_task)
 
 
-class CollectConfig(_Section):
+class CollectConfig(Section):
     """SAC data collection into a replay buffer with policy snapshots (DESIGN §4, step 1)."""
 
     task: str = Field(description="Task id from the registry (`tomrepro tasks`).")
@@ -102,7 +95,7 @@ class CollectConfig(_Section):
         return self
 
 
-class SACConfig(_Section):
+class SACConfig(Section):
     """Soft actor-critic, the backbone's agent (DESIGN §3, official TOM/MBPO values)."""
 
     gamma: Discount = Field(0.99, description="Discount factor, strictly inside (0, 1).")
@@ -115,7 +108,7 @@ class SACConfig(_Section):
     critic_loss_clamp: PositiveFloat = Field(1000.0, description="Clamp on the critic loss.")
 
 
-class ModelConfig(_Section):
+class ModelConfig(Section):
     """Dynamics model and its (weighted) maximum-likelihood fit (DESIGN §3)."""
 
     family: Literal["ensemble", "mdn"] = Field(
@@ -161,40 +154,16 @@ class ModelConfig(_Section):
         return self
 
 
-class TOMConfig(_Section):
-    """TOM's weight estimation: discriminator, dual-RL Q network, recency baseline (DESIGN §3)."""
-
-    recent_size: PositiveInt = Field(1000, description="K: the last K transitions form D^pi.")
-    divergence: Literal["chi2", "kl"] = Field("chi2", description="f-divergence of the dual.")
-    gamma: Discount = Field(0.99, description="Discount of the dual problem.")
-    discriminator_steps: PositiveInt = Field(400, description="Adam steps per round.")
-    discriminator_batch: PositiveInt = Field(256, description="Batch of each class per step.")
-    discriminator_lr: PositiveFloat = Field(3.0e-4, description="Discriminator learning rate.")
-    discriminator_width: PositiveInt = Field(256, description="Discriminator hidden width.")
-    gradient_penalty: Annotated[float, Field(ge=0)] = Field(10.0, description="lambda of the GP.")
-    negative_target: Annotated[float, Field(ge=0, lt=1)] = Field(
-        0.1, description="Soft BCE target of replay-buffer negatives."
-    )
-    q_steps: PositiveInt = Field(1000, description="Adam steps of the Q network per round.")
-    q_batch: PositiveInt = Field(256, description="Q-network minibatch size.")
-    q_lr: PositiveFloat = Field(3.0e-4, description="Q-network learning rate.")
-    q_weight_decay: Annotated[float, Field(ge=0)] = Field(1.0e-4, description="L2 on Q.")
-    q_hidden_sizes: tuple[PositiveInt, ...] = Field(
-        (256, 256), min_length=1, description="Q-network hidden widths (ReLU)."
-    )
-    pmac_decay: Annotated[float, Field(gt=0, le=1)] = Field(
-        0.9, description="PMAC's weight decay per policy version of age."
-    )
-
-
-class OfflineStudyConfig(_Section):
+class OfflineStudyConfig(Section):
     """Per-snapshot comparison of model learners on a saved buffer (DESIGN §4, step 2)."""
 
     snapshots: tuple[PositiveInt, ...] = Field(
         min_length=1, description="Policy snapshot versions k to study (each uses D^R[:k])."
     )
-    methods: tuple[Literal["mle", "tom", "tom-nodisc", "pmac"], ...] = Field(
-        ("mle", "tom", "tom-nodisc", "pmac"), min_length=1, description="Model learners compared."
+    learners: tuple[str, ...] = Field(
+        ("mle", "tom", "tom-nodisc", "pmac"),
+        min_length=1,
+        description="Model learners compared (registered names; none that needs a critic).",
     )
     seeds: tuple[NonNegativeInt, ...] = Field((0,), min_length=1, description="Seeds per cell.")
     eval_steps: PositiveInt = Field(
@@ -204,16 +173,17 @@ class OfflineStudyConfig(_Section):
     horizon: PositiveInt = Field(10, description="Longest open-loop horizon H.")
     age_bins: Annotated[int, Field(ge=2)] = Field(10, description="Age bins for C1 statistics.")
 
+    _check_learners = field_validator("learners")(
+        lambda names: check_learner_names(names, critic_available=False)
+    )
+
     @model_validator(mode="after")
     def _distinct(self) -> OfflineStudyConfig:
-        _check_distinct(self, ("snapshots", "methods", "seeds"))
+        check_distinct(self, ("snapshots", "learners", "seeds"))
         return self
 
 
-LearnerName = Literal["mle", "tom", "tom-nodisc", "pmac", "vagram"]
-
-
-class MBPOConfig(_Section):
+class MBPOConfig(Section):
     """Online MBPO with a pluggable model learner (DESIGN §3 "Backbone", §4 steps 3-4)."""
 
     tasks: tuple[str, ...] = Field(
@@ -252,8 +222,8 @@ class MBPOConfig(_Section):
     eval_max_steps: PositiveInt | None = Field(
         None, description="Cap on the length of a test episode; null: the task's time limit."
     )
-    learners: tuple[LearnerName, ...] = Field(
-        ("mle", "tom"), min_length=1, description="Model learners of a sweep."
+    learners: tuple[str, ...] = Field(
+        ("mle", "tom"), min_length=1, description="Model learners of a sweep (registered names)."
     )
     seeds: tuple[NonNegativeInt, ...] = Field((0,), min_length=1, description="Seeds of a sweep.")
     continue_snapshots: tuple[PositiveInt, ...] = Field(
@@ -264,10 +234,11 @@ class MBPOConfig(_Section):
     )
 
     _check_tasks = field_validator("tasks")(lambda values: tuple(map(_known_task, values)))
+    _check_learners = field_validator("learners")(check_learner_names)
 
     @model_validator(mode="after")
     def _consistent(self) -> MBPOConfig:
-        _check_distinct(self, ("tasks", "learners", "seeds", "continue_snapshots"))
+        check_distinct(self, ("tasks", "learners", "seeds", "continue_snapshots"))
         for task in self.env_steps_per_task:
             _known_task(task)
         if self.rollout_schedule is not None:
@@ -290,14 +261,14 @@ class MBPOConfig(_Section):
         return int(low + share * (high - low))
 
 
-class FiniteMDPConfig(_Section):
+class FiniteMDPConfig(Section):
     """Claims C5 and C6 on random finite MDPs, where every occupancy is exact."""
 
     mdps: PositiveInt = Field(200, description="Random MDPs per check.")
     seed: NonNegativeInt = Field(0, description="Seed of the MDP draws (C6 uses seed + 1).")
 
 
-class AnalysisConfig(_Section):
+class AnalysisConfig(Section):
     """The rules that turn measured data into claim verdicts (`tomrepro analyse`)."""
 
     confidence: UnitInterval = Field(0.95, description="Level of every bootstrap interval.")
@@ -325,8 +296,15 @@ class AnalysisConfig(_Section):
     )
 
 
-class ProfileConfig(_Section):
-    """One profile: everything a `dvc repro` on it uses."""
+class ProfileConfig(Section):
+    """One profile: everything a `dvc repro` on it uses.
+
+    Besides the fixed sections below, a profile has one section per registered learner's
+    parameters (`tom`, `pmac`, `vagram`, ...: `tomrepro.core.learners`); absent ones take their
+    defaults, and `section(name)` returns them validated.
+    """
+
+    model_config = ConfigDict(extra="allow", strict=True, frozen=True)
 
     name: str = Field(description="Profile name; the file's stem.")
     seed: NonNegativeInt = Field(description="Master seed; every generator derives from it.")
@@ -337,24 +315,64 @@ class ProfileConfig(_Section):
     collect: CollectConfig
     sac: SACConfig = Field(default_factory=SACConfig)
     model: ModelConfig = Field(default_factory=ModelConfig)
-    tom: TOMConfig = Field(default_factory=TOMConfig)
     offline_study: OfflineStudyConfig | None = None
     mbpo: MBPOConfig | None = None
     finite_mdp: FiniteMDPConfig = Field(default_factory=FiniteMDPConfig)
     analysis: AnalysisConfig = Field(default_factory=AnalysisConfig)
 
+    @model_validator(mode="after")
+    def _learner_sections(self) -> ProfileConfig:
+        """Validate the extra keys as learner sections; any other extra key is unknown."""
+        extra = self.__pydantic_extra__ if self.__pydantic_extra__ is not None else {}
+        sections = learner_sections()
+        for key in list(extra):
+            if key not in sections:
+                raise ValueError(f"{key}: unknown key")
+        for key, model in sections.items():
+            raw = extra.get(key, {})
+            if isinstance(raw, model):
+                continue
+            if isinstance(raw, BaseModel):
+                raw = raw.model_dump()
+            try:
+                extra[key] = model.model_validate(raw)
+            except ValidationError as err:
+                raise ValueError(_format_errors(err, prefix=key)) from None
+        return self
 
-def _format_validation_error(source: str, err: ValidationError) -> str:
+    def section(self, name: str) -> Section:
+        """A learner's parameter section by its name (see `LearnerSpec.section`)."""
+        extra = self.__pydantic_extra__ or {}
+        if name not in extra:
+            raise ConfigError(f"profile {self.name!r} has no learner section {name!r}")
+        return extra[name]
+
+    @property
+    def tom(self) -> TOMConfig:
+        """TOM's estimator settings (also used outside the learners: `tomrepro weights`)."""
+        return self.section("tom")  # type: ignore[return-value]
+
+
+def _format_errors(err: ValidationError, prefix: str = "") -> str:
     parts = []
     for item in err.errors():
-        key = ".".join(str(p) for p in item["loc"]) or "<root>"
+        key = ".".join(str(p) for p in (prefix, *item["loc"]) if p != "")
         msg = item["msg"]
         if item["type"] == "extra_forbidden":
             msg = "unknown key"
+        elif item["type"] == "value_error":
+            msg = str(item.get("ctx", {}).get("error", msg))
+            if not key:  # a whole-profile check names its own key
+                parts.append(msg)
+                continue
         elif "input" in item and not isinstance(item["input"], dict):
             msg = f"{msg} (got {item['input']!r})"
-        parts.append(f"{key}: {msg}")
-    return f"{source}: " + "; ".join(parts)
+        parts.append(f"{key or '<root>'}: {msg}")
+    return "; ".join(parts)
+
+
+def _format_validation_error(source: str, err: ValidationError) -> str:
+    return f"{source}: {_format_errors(err)}"
 
 
 def resolve_profile_path(profile: str | Path, profile_dir: Path | None = None) -> Path:

@@ -1,7 +1,9 @@
-"""Model-learning strategies for an online MBRL loop, behind one small interface.
+"""Model-learning strategies behind one small interface; each is declared once, in the registry
+`tomrepro.core.learners`, which names the class below that builds it.
 
-Before each model round the loop asks its learner for a `LearnerPlan` on the real buffer: per-row
-training weights, per-row-per-output loss weights, and the distribution of rollout start states.
+Before each model round (MBPO), for each cell (the offline study) and in `tomrepro weights`, the
+caller asks its learner for a `LearnerPlan` on the real buffer: per-row training weights,
+per-row-per-output loss weights, and the distribution of rollout start states.
 - `mle`: MBPO's maximum likelihood; uniform everything.
 - `tom` / `tom-nodisc`: TOM's occupancy-ratio weights w ≈ d^π/d^R for the current actor (dual
   RL; discriminator reward or 1 on D^π), for training and rollout starts; the Q network is kept
@@ -21,13 +23,25 @@ from typing import Any
 import numpy as np
 import torch
 
-from tomrepro.core.config import LearnerName, TOMConfig
+from tomrepro.core.config import ProfileConfig
+from tomrepro.core.errors import TomreproError
+from tomrepro.core.learners import PMACConfig, TOMConfig, VaGraMConfig, get_learner
 from tomrepro.learning.dual_rl import OccupancyRatioEstimator
 from tomrepro.learning.recency_weights import pmac_weights
-from tomrepro.learning.sac import SAC
+from tomrepro.learning.sac import SquashedGaussianActor, TwinCritic
 from tomrepro.learning.tom_weights import estimate_tom_weights, weight_summary
 
 VALUE_GRADIENT_CHUNK = 16_384
+
+
+@dataclass(frozen=True)
+class PlanInputs:
+    """What a plan may look at: the real data, the policy it is for, and a critic if any."""
+
+    columns: Mapping[str, np.ndarray]
+    actor: SquashedGaussianActor
+    version: int  # the policy version the plan is for (PMAC's age origin)
+    critic: TwinCritic | None = None  # SAC's critic in MBPO; None for a policy snapshot
 
 
 @dataclass(frozen=True)
@@ -38,14 +52,24 @@ class LearnerPlan:
     target_weights: np.ndarray | None = None  # (N, obs_dim + 1)
     start_probs: np.ndarray | None = None  # (N,)
     diagnostics: dict[str, Any] = field(default_factory=dict)
+    # Why the learner fell back to MLE this round (MBPO accepts that; a one-off plan refuses).
+    inactive_reason: str | None = None
+
+    def weights_or_uniform(self, rows: int) -> np.ndarray:
+        return np.ones(rows) if self.row_weights is None else self.row_weights
 
 
 class ModelLearner:
-    """MLE; subclasses change the plan. `state_dict` holds what must survive a resume."""
+    """MLE; subclasses change the plan. `state_dict` holds what must survive a resume.
 
-    name: str = "mle"
+    Every learner is built as `cls(params, seed=..., device=..., **spec.options)`, `params`
+    being its registry section (None when it has none).
+    """
 
-    def plan(self, columns: Mapping[str, np.ndarray], agent: SAC, version: int) -> LearnerPlan:
+    def __init__(self, params: Any = None, *, seed: int, device: torch.device) -> None:
+        self.params, self.seed, self.device = params, seed, device
+
+    def plan(self, inputs: PlanInputs) -> LearnerPlan:
         return LearnerPlan()
 
     def state_dict(self) -> dict[str, Any]:
@@ -57,21 +81,23 @@ class ModelLearner:
 
 class TOMLearner(ModelLearner):
     def __init__(
-        self, cfg: TOMConfig, use_discriminator: bool, seed: int, device: torch.device
+        self, params: TOMConfig, *, seed: int, device: torch.device, use_discriminator: bool
     ) -> None:
-        self.cfg, self.use_discriminator, self.seed, self.device = (
-            cfg,
-            use_discriminator,
-            seed,
-            device,
-        )
-        self.name = "tom" if use_discriminator else "tom-nodisc"
+        super().__init__(params, seed=seed, device=device)
+        self.cfg, self.use_discriminator = params, use_discriminator
         self.estimator: OccupancyRatioEstimator | None = None
         self.rounds = 0
+        self.round_seed = lambda r: self.seed + 7919 * (r + 1)  # a fresh discriminator each round
 
-    def plan(self, columns: Mapping[str, np.ndarray], agent: SAC, version: int) -> LearnerPlan:
-        if len(columns["rewards"]) < self.cfg.recent_size:
-            return LearnerPlan(diagnostics={"tom_active": False})
+    def plan(self, inputs: PlanInputs) -> LearnerPlan:
+        columns = inputs.columns
+        rows, k = len(columns["rewards"]), self.cfg.recent_size
+        if rows < k:
+            return LearnerPlan(
+                diagnostics={"tom_active": False},
+                inactive_reason=f"the buffer prefix holds {rows} transitions, fewer than the "
+                f"{k} that D^pi needs (tom.recent_size)",
+            )
         obs_dim, act_dim = columns["observations"].shape[1], columns["actions"].shape[1]
         if self.estimator is None:
             self.estimator = OccupancyRatioEstimator(
@@ -79,10 +105,10 @@ class TOMLearner(ModelLearner):
             )
         estimate, _ = estimate_tom_weights(
             columns,
-            agent.actor,
+            inputs.actor,
             self.cfg,
             use_discriminator=self.use_discriminator,
-            seed=self.seed + 7919 * (self.rounds + 1),  # a fresh discriminator each round
+            seed=self.round_seed(self.rounds),
             device=self.device,
             estimator=self.estimator,
         )
@@ -117,27 +143,27 @@ class TOMLearner(ModelLearner):
 
 
 class PMACLearner(ModelLearner):
-    name = "pmac"
+    def __init__(self, params: PMACConfig, *, seed: int, device: torch.device) -> None:
+        super().__init__(params, seed=seed, device=device)
 
-    def __init__(self, decay: float) -> None:
-        self.decay = decay
-
-    def plan(self, columns: Mapping[str, np.ndarray], agent: SAC, version: int) -> LearnerPlan:
-        w = pmac_weights(columns["policy_versions"], version, self.decay)
+    def plan(self, inputs: PlanInputs) -> LearnerPlan:
+        w = pmac_weights(inputs.columns["policy_versions"], inputs.version, self.params.decay)
         return LearnerPlan(w, None, w, weight_summary(w))
 
 
 class VaGraMLearner(ModelLearner):
-    name = "vagram"
+    def __init__(self, params: VaGraMConfig, *, seed: int, device: torch.device) -> None:
+        super().__init__(params, seed=seed, device=device)
+        self.weight_clip = params.clip
 
-    def __init__(self, weight_clip: float, device: torch.device) -> None:
-        self.weight_clip, self.device = weight_clip, device
-
-    def plan(self, columns: Mapping[str, np.ndarray], agent: SAC, version: int) -> LearnerPlan:
+    def plan(self, inputs: PlanInputs) -> LearnerPlan:
+        if inputs.critic is None:
+            raise TomreproError("vagram needs a critic, which a policy snapshot does not have")
+        columns = inputs.columns
         next_obs = columns["next_observations"]
         scale = (next_obs - columns["observations"]).std(0)
         scale[scale < 1e-6] = 1.0
-        grads = value_gradients(agent, next_obs, self.device)
+        grads = value_gradients(inputs.actor, inputs.critic, next_obs, self.device)
         state_w = np.square(grads * scale)
         state_w /= max(float(state_w.mean()), 1e-12)
         state_w = np.minimum(state_w, self.weight_clip)
@@ -154,31 +180,69 @@ class VaGraMLearner(ModelLearner):
         )
 
 
-def value_gradients(agent: SAC, states: np.ndarray, device: torch.device) -> np.ndarray:
+def value_gradients(
+    actor: SquashedGaussianActor, critic: TwinCritic, states: np.ndarray, device: torch.device
+) -> np.ndarray:
     """∂V/∂s with V(s) = min_j Q_j(s, μ(s)) (the mean action), for every row: (N, obs_dim)."""
     out = np.empty(states.shape, dtype=np.float32)
-    agent.critic.requires_grad_(False)
+    critic.requires_grad_(False)
     try:
         for start in range(0, len(states), VALUE_GRADIENT_CHUNK):
             s = torch.as_tensor(states[start : start + VALUE_GRADIENT_CHUNK], device=device)
             s.requires_grad_(True)
-            mean, _ = agent.actor.distribution(s)
-            action = torch.tanh(mean) * agent.actor.action_scale + agent.actor.action_bias
-            value = agent.critic(s, action).amin(0).sum()
+            mean, _ = actor.distribution(s)
+            action = torch.tanh(mean) * actor.action_scale + actor.action_bias
+            value = critic(s, action).amin(0).sum()
             (grad,) = torch.autograd.grad(value, s)
             out[start : start + len(s)] = grad.cpu().numpy()
     finally:
-        agent.critic.requires_grad_(True)
+        critic.requires_grad_(True)
     return out
 
 
-def make_learner(
-    name: LearnerName, tom: TOMConfig, weight_clip: float, seed: int, device: torch.device
+def build_learner(
+    name: str, profile: ProfileConfig, seed: int, device: torch.device
 ) -> ModelLearner:
-    if name == "mle":
-        return ModelLearner()
-    if name in ("tom", "tom-nodisc"):
-        return TOMLearner(tom, name == "tom", seed, device)
-    if name == "pmac":
-        return PMACLearner(tom.pmac_decay)
-    return VaGraMLearner(weight_clip, device)
+    """The registered learner `name` with its parameters from `profile` (one-line error if
+    the name is unknown)."""
+    spec = get_learner(name)
+    params = None if spec.section is None else profile.section(spec.section)
+    learner = spec.builder()(params, seed=seed, device=device, **spec.options)
+    if not isinstance(learner, ModelLearner):
+        raise TomreproError(f"learner {name!r}: its entry point did not build a ModelLearner")
+    return learner
+
+
+def learner_fingerprint(name: str, profile: ProfileConfig) -> dict[str, Any]:
+    """What of the profile decides a learner's results: stored with every run and cell."""
+    spec = get_learner(name)
+    params = None if spec.section is None else profile.section(spec.section)
+    return {
+        "name": name,
+        "options": dict(spec.options),
+        "params": None if params is None else params.model_dump(mode="json"),
+    }
+
+
+def plan_for_snapshot(
+    name: str,
+    profile: ProfileConfig,
+    columns: Mapping[str, np.ndarray],
+    actor: SquashedGaussianActor,
+    version: int,
+    seed: int,
+    device: torch.device,
+) -> LearnerPlan:
+    """A fresh learner's plan for a saved policy snapshot (the offline study, `tomrepro
+    weights`): no critic exists there, and falling back to MLE is an error, not a round."""
+    if get_learner(name).needs_critic:
+        raise TomreproError(
+            f"learner {name!r} needs a critic, which a policy snapshot does not have"
+        )
+    learner = build_learner(name, profile, seed, device)
+    if isinstance(learner, TOMLearner):
+        learner.round_seed = lambda r: seed
+    plan = learner.plan(PlanInputs(columns, actor, version))
+    if plan.inactive_reason is not None:
+        raise TomreproError(plan.inactive_reason)
+    return plan

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import json
 import logging
-import shutil
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -39,14 +38,15 @@ from tomrepro.core.buffer_file import (
     write_buffer,
 )
 from tomrepro.core.config import ProfileConfig
-from tomrepro.core.errors import BufferFormatError, TomreproError
 from tomrepro.core.noise import StepNoise
+from tomrepro.core.phase_timer import PhaseTimer
 from tomrepro.core.tasks import get_task
 from tomrepro.learning.devices import resolve_device
 from tomrepro.learning.policy import SnapshotPolicy
 from tomrepro.learning.sac import SAC, MinibatchSampler
 from tomrepro.learning.serialization import save_tensors
 from tomrepro.loops.episode_recorder import EpisodeRecorder, restore_episode, save_episode
+from tomrepro.loops.run_directory import RunDirectory, Start
 
 log = logging.getLogger(__name__)
 
@@ -128,48 +128,35 @@ class Collector:
         self.overwrite, self.rerun_complete, self.progress = overwrite, rerun_complete, progress
         # Generator states differ between devices: a run is resumed only on the device it began on.
         self.config = {**run_config(profile), "device": self.device.type}
-        self.timings = {"env": 0.0, "sac_updates": 0.0, "writing": 0.0}
+        self.timer = PhaseTimer(("env", "sac_updates", "writing"))
 
     # --- deciding where to start -------------------------------------------------------------
 
-    def _prepare_directory(self) -> str:
-        """'done', 'resume' or 'fresh'; refuses to touch output made with another config unless
-        `overwrite`; `rerun_complete` redoes a finished run (DVC reruns a stage after code changes,
-        which the stored config cannot see)."""
-        try:
-            self.paths.root.mkdir(parents=True, exist_ok=True)
-            self.paths.checkpoints.mkdir(exist_ok=True)
-        except OSError as exc:
-            raise TomreproError(
-                f"cannot create output directory {self.paths.root}: {exc}"
-            ) from None
-        if not self.paths.buffer.exists():
-            self._clear_checkpoints()
-            return "fresh"
-        try:
-            meta = read_metadata(self.paths.buffer, allow_incomplete=True)
-            same = json.dumps(meta.config, sort_keys=True) == json.dumps(
-                self.config, sort_keys=True
-            )
-        except BufferFormatError:
-            if not self.overwrite:
-                raise
-            same, meta = False, None
-        if not same and not self.overwrite:
-            raise TomreproError(
-                f"{self.paths.root} holds a collection with a different config; "
-                "choose another --out or pass --overwrite"
-            )
-        if same and meta is not None and not meta.complete:
-            return "resume"
-        if same and not self.rerun_complete:
-            return "done"
-        self._clear_checkpoints()
-        return "fresh"
+    def directory(self) -> RunDirectory:
+        return RunDirectory(
+            self.paths.root,
+            self.config,
+            "collection",
+            outputs=("buffer.h5", "checkpoints", "collect_log.json"),
+            precious=("buffer.h5",),
+            finished=self._finished,
+        )
 
-    def _clear_checkpoints(self) -> None:
-        shutil.rmtree(self.paths.checkpoints)
-        self.paths.checkpoints.mkdir()
+    def _finished(self) -> bool:
+        if not self.paths.buffer.exists():
+            return False
+        return read_metadata(self.paths.buffer, allow_incomplete=True).complete
+
+    def _prepare_directory(self) -> Start:
+        """Done / resume / fresh from the stored config; `rerun_complete` redoes a finished run
+        (DVC reruns a stage after code changes, which the stored config cannot see)."""
+        start = self.directory().prepare(
+            overwrite=self.overwrite, rerun_complete=self.rerun_complete
+        )
+        self.paths.checkpoints.mkdir(exist_ok=True)
+        if start is Start.RESUME and not self.paths.buffer.exists():
+            return Start.FRESH  # killed before the first snapshot: nothing to resume
+        return start
 
     def _latest_usable_checkpoint(self, rows_end: int) -> Path | None:
         """Newest checkpoint of this config whose env step the written buffer covers."""
@@ -184,7 +171,7 @@ class Collector:
 
     def run(self) -> Path:
         start = self._prepare_directory()
-        if start == "done":
+        if start is Start.DONE:
             log.info("collect: %s is complete; nothing to do", self.paths.buffer)
             return self.paths.buffer
         cfg, task, seed = self.cfg, self.task, self.profile.seed
@@ -209,7 +196,7 @@ class Collector:
             torch.Generator().manual_seed(seed + 1),
         )
         run = _Run(env, sac, sampler, buffer, EpisodeRecorder(env, buffer), env.reset(seed=seed)[0])
-        if start == "resume":
+        if start is Start.RESUME:
             self._resume(run)
         normal = StepNoise(seed, task.act_dim, "normal")
         uniform = StepNoise(seed, task.act_dim, "uniform")
@@ -239,13 +226,13 @@ class Collector:
             if finished is not None:
                 bar.set_postfix(ret=f"{finished:.1f}", refresh=False)
             tock = time.perf_counter()
-            self.timings["env"] += tock - tick
+            self.timer.add("env", tock - tick)
             learning = cfg.updates_per_step and step >= cfg.random_steps
             if learning and len(buffer) >= self.profile.sac.batch_size:
                 for _ in range(cfg.updates_per_step):
                     stats = sac.update(sampler.sample())
                 run.updates += cfg.updates_per_step
-                self.timings["sac_updates"] += time.perf_counter() - tock
+                self.timer.add("sac_updates", time.perf_counter() - tock)
             run.step += 1
             bar.update(1)
         bar.close()
@@ -278,7 +265,7 @@ class Collector:
             write_buffer(
                 self.paths.buffer, run.buffer, self._metadata(complete=False), run.snapshots
             )
-        self.timings["writing"] += time.perf_counter() - tick
+        self.timer.add("writing", time.perf_counter() - tick)
 
     def _resume(self, run: _Run) -> None:
         """Restore the newest consistent checkpoint into `run` (leave it fresh if there is none)."""
@@ -306,7 +293,8 @@ class Collector:
         final = self.paths.checkpoints / "agent_final.pt"
         save_tensors({"env_step": run.step, "sac": run.sac.state_dict()}, final)
         write_buffer(self.paths.buffer, run.buffer, self._metadata(complete=True), run.snapshots)
-        self.timings["writing"] += time.perf_counter() - tick
+        self.timer.add("writing", time.perf_counter() - tick)
+        timings = self.timer.lap()
         critic_loss, actor_loss, alpha, entropy = (float(x) for x in stats)
         summary = {
             "env_steps": run.step,
@@ -319,12 +307,12 @@ class Collector:
                 "entropy": entropy,
             },
             "device": str(self.device),
-            "timings_s": {k: round(v, 3) for k, v in self.timings.items()},
+            "timings_s": {k: round(v, 3) for k, v in timings.items()},
             "note": "timings cover this invocation only (a resumed run counts from its restart)",
         }
         with atomic_path(self.paths.log) as tmp:
             tmp.write_text(json.dumps(summary, indent=2))
         log.info(
             "collect: timings env %.1fs, sac updates %.1fs, writing %.1fs",
-            *(self.timings[k] for k in ("env", "sac_updates", "writing")),
+            *(timings[k] for k in ("env", "sac_updates", "writing")),
         )

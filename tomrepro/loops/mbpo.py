@@ -23,7 +23,7 @@ from __future__ import annotations
 import json
 import logging
 import time
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -42,13 +42,19 @@ from tomrepro.core.buffer_file import (
     read_snapshot,
     write_buffer,
 )
-from tomrepro.core.config import LearnerName, ProfileConfig, SACConfig
+from tomrepro.core.config import ProfileConfig, SACConfig
 from tomrepro.core.errors import BufferFormatError, ConfigError, TomreproError
 from tomrepro.core.noise import StepNoise
+from tomrepro.core.phase_timer import PhaseTimer
 from tomrepro.core.tasks import get_task
 from tomrepro.learning.devices import resolve_device
 from tomrepro.learning.dynamics_model import DynamicsModel
-from tomrepro.learning.model_learners import ModelLearner, make_learner
+from tomrepro.learning.model_learners import (
+    ModelLearner,
+    PlanInputs,
+    build_learner,
+    learner_fingerprint,
+)
 from tomrepro.learning.model_pool import MixedBatchSampler, ModelPool
 from tomrepro.learning.model_rollout import draw_rows, rollout_model
 from tomrepro.learning.model_training import fit_on_columns
@@ -58,6 +64,7 @@ from tomrepro.learning.tom_weights import weight_summary
 from tomrepro.loops.collect import CollectPaths
 from tomrepro.loops.episode_recorder import EpisodeRecorder, restore_episode, save_episode
 from tomrepro.loops.policy_evaluation import evaluate_policy
+from tomrepro.loops.run_directory import RunDirectory, Start
 
 log = logging.getLogger(__name__)
 PHASES = ("env", "sac", "weights", "model_fit", "rollout", "eval", "checkpoint")
@@ -111,8 +118,26 @@ def run_status(out_dir: Path) -> dict[str, Any] | None:
 
 
 @dataclass
+class LoopState:
+    """The loop's plain values: a checkpoint saves this whole (as JSON) and a resume restores it."""
+
+    step: int
+    version: int = 0
+    model_rounds: int = 0
+    updates: int = 0
+    curve: list[dict[str, Any]] = field(default_factory=list)
+    last_round: dict[str, Any] = field(default_factory=dict)
+    sac_stats: list[float] = field(default_factory=lambda: [float("nan")] * 4)
+    last_train_return: float = float("nan")
+
+
+# The objects whose `state_dict()` a checkpoint saves under these names.
+STATEFUL = ("sac", "model", "pool", "learner")
+
+
+@dataclass
 class _State:
-    """Everything that changes during a run, and what a checkpoint saves."""
+    """Everything that changes during a run."""
 
     env: Any
     sac: SAC
@@ -124,17 +149,9 @@ class _State:
     sampler: MixedBatchSampler
     learner: ModelLearner
     generators: dict[str, torch.Generator]
-    step: int
-    version: int
+    loop: LoopState
+    timer: PhaseTimer = field(default_factory=lambda: PhaseTimer(PHASES))
     snapshots: list[PolicySnapshot] = field(default_factory=list)
-    model_rounds: int = 0
-    updates: int = 0
-    curve: list[dict[str, Any]] = field(default_factory=list)
-    last_round: dict[str, Any] = field(default_factory=dict)
-    sac_stats: list[float] = field(default_factory=lambda: [float("nan")] * 4)
-    last_train_return: float = float("nan")
-    epoch_seconds: dict[str, float] = field(default_factory=lambda: dict.fromkeys(PHASES, 0.0))
-    total_seconds: dict[str, float] = field(default_factory=lambda: dict.fromkeys(PHASES, 0.0))
 
 
 class MBPORun:
@@ -145,7 +162,7 @@ class MBPORun:
         profile: ProfileConfig,
         out_dir: Path,
         *,
-        learner: LearnerName,
+        learner: str,
         task: str | None = None,
         seed: int | None = None,
         start: ContinueFrom | None = None,
@@ -211,7 +228,7 @@ class MBPORun:
             "stage": "mbpo",
             "kind": "scratch" if self.start is None else "continue",
             "task": self.task.task_id,
-            "learner": self.learner_name,
+            "learner": learner_fingerprint(self.learner_name, self.profile),
             "seed": self.seed,
             "device": self.device.type,
             "env_steps": self.end_step - self.first_step,
@@ -219,62 +236,35 @@ class MBPORun:
             "sac": self.sac_cfg.model_dump(mode="json"),
             "model": self.profile.model.model_dump(mode="json"),
         }
-        if self.learner_name.startswith("tom"):
-            config["tom"] = self.profile.tom.model_dump(mode="json")
-        if self.learner_name == "pmac":
-            config["pmac_decay"] = self.profile.tom.pmac_decay
         if self.source is not None:
             config["source"] = {k: self.source[k] for k in ("digest", "snapshot", "env_step")}
         return config
 
-    def finished(self) -> bool:
-        """A complete run of this exact config is already on disk (and no rerun is asked for)."""
-        status = run_status(self.paths.root)
-        return (
-            status is not None
-            and bool(status.get("complete"))
-            and not self.rerun_complete
-            and json.dumps(status.get("config"), sort_keys=True)
-            == json.dumps(self.config, sort_keys=True)
+    def directory(self) -> RunDirectory:
+        return RunDirectory(
+            self.paths.root,
+            self.config,
+            "MBPO run",
+            outputs=("buffer.h5", "checkpoint.pt", "model.pt", "curve.csv", "curve.nc", "run.json"),
+            precious=("buffer.h5", "run.json"),
+            finished=lambda: run_status(self.paths.root) is not None,  # run.json: finished
         )
 
-    def _prepare_directory(self) -> str:
-        """'done', 'resume' or 'fresh'; output of another config is refused unless `overwrite`."""
-        try:
-            self.paths.root.mkdir(parents=True, exist_ok=True)
-        except OSError as exc:
-            raise TomreproError(
-                f"cannot create output directory {self.paths.root}: {exc}"
-            ) from None
-        wanted = json.dumps(self.config, sort_keys=True)
-        status = run_status(self.paths.root)
-        if status is not None:  # run.json is written when a run finishes
-            same = json.dumps(status.get("config"), sort_keys=True) == wanted
-            if not same and not self.overwrite:
-                raise TomreproError(
-                    f"{self.paths.root} holds an MBPO run with a different config; "
-                    "choose another --out or pass --overwrite"
-                )
-            if same and not self.rerun_complete:
-                return "done"
-        elif self._checkpoint_config() == wanted:
-            return "resume"
-        elif self.paths.checkpoint.exists() and not self.overwrite:
-            raise TomreproError(
-                f"{self.paths.root} holds an MBPO checkpoint of a different config; "
-                "choose another --out or pass --overwrite"
-            )
-        for path in (self.paths.checkpoint, self.paths.run_json):
-            path.unlink(missing_ok=True)
-        return "fresh"
+    def finished(self) -> bool:
+        """A complete run of this exact config is already on disk (and no rerun is asked for)."""
+        return not self.rerun_complete and self.directory().is_done()
 
-    def _checkpoint_config(self) -> str | None:
-        if not self.paths.checkpoint.is_file():
-            return None
+    def _prepare_directory(self) -> tuple[Start, dict[str, Any] | None]:
+        """Done / resume / fresh, and the checkpoint a resume starts from."""
+        directory = self.directory()
+        start = directory.prepare(overwrite=self.overwrite, rerun_complete=self.rerun_complete)
+        if start is not Start.RESUME:
+            return start, None
         try:
-            return str(torch.load(self.paths.checkpoint, weights_only=True)["config"])
-        except Exception:  # a checkpoint cut short by a kill: start over
-            return None
+            ckpt = torch.load(self.paths.checkpoint, weights_only=True, map_location="cpu")
+        except Exception:  # none yet, or cut short by a kill: start over
+            return directory.start_fresh(), None
+        return start, ckpt
 
     # --- building the state -----------------------------------------------------------------------
 
@@ -312,9 +302,7 @@ class MBPORun:
             buffer, pool, self.sac_cfg.batch_size, cfg.real_ratio, dev, generators["sampler"]
         )
         model = DynamicsModel(self.profile.model, task.obs_dim, task.act_dim).to(dev)
-        learner = make_learner(
-            self.learner_name, self.profile.tom, self.profile.model.weight_clip, seed, dev
-        )
+        learner = build_learner(self.learner_name, self.profile, seed, dev)
         obs = env.reset(seed=seed)[0]
         state = _State(
             env,
@@ -327,8 +315,7 @@ class MBPORun:
             sampler,
             learner,
             generators,
-            step=self.first_step,
-            version=0,
+            LoopState(step=self.first_step),
         )
         if self.source is not None and not resuming:
             self._load_source(state, prefix)
@@ -344,20 +331,20 @@ class MBPORun:
         state.sac.load_state_dict(sac_state)
         state.obs = restore_episode(ckpt, ckpt["loop"], state.env, state.recorder)
         k = self.source["snapshot"]
-        state.version = k
+        state.loop.version = k
         source = Path(self.source["buffer"])
         state.snapshots.extend(read_snapshot(source, v) for v in range(1, k + 1))
 
     # --- the loop ---------------------------------------------------------------------------------
 
     def run(self) -> Path:
-        start = self._prepare_directory()
-        if start == "done":
+        start, ckpt = self._prepare_directory()
+        if start is Start.DONE:
             log.info("mbpo: %s is complete; nothing to do", self.paths.root)
             return self.paths.root
-        state = self._build(resuming=start == "resume")
-        if start == "resume":
-            self._resume(state)
+        state = self._build(resuming=ckpt is not None)
+        if ckpt is not None:
+            self._resume(state, ckpt)
         cfg, task = self.cfg, self.task
         random_until = cfg.random_steps if self.start is None else self.first_step
         normal = StepNoise(self.seed, task.act_dim, "normal")
@@ -365,51 +352,52 @@ class MBPORun:
         low, high = state.env.action_space.low, state.env.action_space.high
         bar = tqdm(
             total=self.end_step - self.first_step,
-            initial=state.step - self.first_step,
+            initial=state.loop.step - self.first_step,
             unit="step",
             disable=not self.progress,
             desc=f"mbpo {self.learner_name} {task.task_id} s{self.seed}",
             mininterval=1.0,
         )
         while True:
-            step = state.step
+            step = state.loop.step
             boundary = (step - self.first_step) % cfg.epoch_length == 0 or step == self.end_step
             # A new policy version when the actor starts acting and at each epoch after that.
             taken = state.snapshots[-1].env_step if state.snapshots else -1
             acting = step >= random_until and step < self.end_step
             if acting and (boundary or step == random_until) and taken < step:
-                state.version += 1
+                state.loop.version += 1
                 state.snapshots.append(
-                    PolicySnapshot(state.version, step, state.sac.actor_arrays())
+                    PolicySnapshot(state.loop.version, step, state.sac.actor_arrays())
                 )
-            evaluated = boundary and (not state.curve or state.curve[-1]["env_step"] != step)
+            evaluated = boundary and (
+                not state.loop.curve or state.loop.curve[-1]["env_step"] != step
+            )
             if evaluated:
                 self._evaluate(state)
-                bar.set_postfix(ret=f"{state.curve[-1]['return_mean']:.1f}", refresh=False)
+                bar.set_postfix(ret=f"{state.loop.curve[-1]['return_mean']:.1f}", refresh=False)
             if step == self.end_step:
                 break
             if evaluated:
                 self._checkpoint(state)
             if step >= random_until and (step - random_until) % cfg.model_train_every == 0:
                 self._model_round(state)
-            times = state.epoch_seconds
             tick = time.perf_counter()
             if step < random_until:
                 action = low + (high - low) * uniform.at(step)
             else:
                 action = self._policy_action(state, normal.at(step))
-            state.obs, finished = state.recorder.step(state.obs, action, step, state.version)
+            state.obs, finished = state.recorder.step(state.obs, action, step, state.loop.version)
             if finished is not None:
-                state.last_train_return = finished
+                state.loop.last_train_return = finished
             tock = time.perf_counter()
-            times["env"] += tock - tick
+            state.timer.add("env", tock - tick)
             if step >= random_until:
                 stats = self._train_agent(state)
                 epoch_ends = (step + 1 - self.first_step) % cfg.epoch_length == 0
                 if epoch_ends or step + 1 == self.end_step:
-                    state.sac_stats = stats.tolist()
-                times["sac"] += time.perf_counter() - tock
-            state.step += 1
+                    state.loop.sac_stats = stats.tolist()
+                state.timer.add("sac", time.perf_counter() - tock)
+            state.loop.step += 1
             bar.update(1)
         bar.close()
         state.env.close()
@@ -427,18 +415,20 @@ class MBPORun:
         """`updates_per_step` SAC updates on mixed real/model minibatches; the last one's stats."""
         for _ in range(self.cfg.updates_per_step):
             stats = state.sac.update(state.sampler.sample())
-        state.updates += self.cfg.updates_per_step
+        state.loop.updates += self.cfg.updates_per_step
         return stats
 
     def _model_round(self, state: _State) -> None:
         """Plan, fit, roll out: one model round."""
-        cfg, times = self.cfg, state.epoch_seconds
+        cfg, timer = self.cfg, state.timer
         tick = time.perf_counter()
         columns = state.buffer.columns()
-        plan = state.learner.plan(columns, state.sac, state.version)
+        plan = state.learner.plan(
+            PlanInputs(columns, state.sac.actor, state.loop.version, state.sac.critic)
+        )
         tock = time.perf_counter()
-        times["weights"] += tock - tick
-        cold = state.model_rounds == 0
+        timer.add("weights", tock - tick)
+        cold = state.loop.model_rounds == 0
         fit = fit_on_columns(
             state.model,
             columns,
@@ -451,12 +441,12 @@ class MBPORun:
             batches_per_epoch=None if cold else cfg.model_batches_per_epoch,
         )
         tick = time.perf_counter()
-        times["model_fit"] += tick - tock
+        timer.add("model_fit", tick - tock)
         rows = draw_rows(
             plan.start_probs, len(columns["rewards"]), cfg.rollout_batch, state.generators["starts"]
         )
         starts = torch.as_tensor(columns["observations"])[rows].to(self.device)
-        length = cfg.rollout_length_at((state.step - self.first_step) // cfg.epoch_length)
+        length = cfg.rollout_length_at((state.loop.step - self.first_step) // cfg.epoch_length)
         rollouts = rollout_model(
             state.model,
             state.sac.actor,
@@ -466,11 +456,11 @@ class MBPORun:
             state.generators["rollout"],
         )
         state.pool.add(rollouts)
-        times["rollout"] += time.perf_counter() - tick
-        state.model_rounds += 1
+        timer.add("rollout", time.perf_counter() - tick)
+        state.loop.model_rounds += 1
         elites = fit.elites
         holdout = fit.holdout_loss[fit.epochs - 1] if fit.epochs else []
-        state.last_round = {
+        state.loop.last_round = {
             "model_train_loss": fit.train_loss[-1] if fit.train_loss else float("nan"),
             "model_holdout_loss": float(np.mean([holdout[e] for e in elites]))
             if holdout
@@ -481,14 +471,14 @@ class MBPORun:
         }
         if plan.row_weights is not None:
             summary = weight_summary(plan.row_weights)
-            state.last_round["weight_ess_share"] = summary["effective_sample_share"]
-            state.last_round["weight_max"] = summary["quantiles"]["1.0"]
+            state.loop.last_round["weight_ess_share"] = summary["effective_sample_share"]
+            state.loop.last_round["weight_max"] = summary["quantiles"]["1.0"]
         elif plan.target_weights is not None:
-            state.last_round["weight_ess_share"] = float("nan")
-            state.last_round["weight_max"] = float(plan.target_weights.max())
+            state.loop.last_round["weight_ess_share"] = float("nan")
+            state.loop.last_round["weight_max"] = float(plan.target_weights.max())
         else:
-            state.last_round["weight_ess_share"] = 1.0
-            state.last_round["weight_max"] = 1.0
+            state.loop.last_round["weight_ess_share"] = 1.0
+            state.loop.last_round["weight_max"] = 1.0
 
     def _evaluate(self, state: _State) -> None:
         """Test episodes and a curve row; the epoch's phase timings go into the row."""
@@ -497,34 +487,36 @@ class MBPORun:
             self.task,
             state.sac.actor_arrays(),
             self.cfg.eval_episodes,
-            self.seed * EVAL_SEED_OFFSET + state.step,
+            self.seed * EVAL_SEED_OFFSET + state.loop.step,
             self.cfg.eval_max_steps,
         )
-        state.epoch_seconds["eval"] += time.perf_counter() - tick
-        for k, v in state.epoch_seconds.items():
-            state.total_seconds[k] += v
+        state.timer.add("eval", time.perf_counter() - tick)
+        epoch_seconds = state.timer.lap()
         row: dict[str, Any] = {
-            "env_step": state.step,
-            "steps_done": state.step - self.first_step,
-            "policy_version": state.version,
+            "env_step": state.loop.step,
+            "steps_done": state.loop.step - self.first_step,
+            "policy_version": state.loop.version,
             "return_mean": float(returns.mean()),
             "return_std": float(returns.std()),
             "return_min": float(returns.min()),
             "return_max": float(returns.max()),
             "episode_length_mean": float(lengths.mean()),
-            "train_return_last": state.last_train_return,
-            "model_rounds": state.model_rounds,
-            "sac_updates": state.updates,
+            "train_return_last": state.loop.last_train_return,
+            "model_rounds": state.loop.model_rounds,
+            "sac_updates": state.loop.updates,
             "pool_size": len(state.pool),
-            **{k: state.last_round.get(k, float("nan")) for k in _ROUND_KEYS},
+            **{k: state.loop.last_round.get(k, float("nan")) for k in _ROUND_KEYS},
             **dict(
-                zip(("critic_loss", "actor_loss", "alpha", "entropy"), state.sac_stats, strict=True)
+                zip(
+                    ("critic_loss", "actor_loss", "alpha", "entropy"),
+                    state.loop.sac_stats,
+                    strict=True,
+                )
             ),
-            **{f"seconds_{k}": v for k, v in state.epoch_seconds.items()},
-            "seconds_total": sum(state.total_seconds.values()),
+            **{f"seconds_{k}": v for k, v in epoch_seconds.items()},
+            "seconds_total": sum(state.timer.total.values()),
         }
-        state.curve.append(row)
-        state.epoch_seconds = dict.fromkeys(PHASES, 0.0)
+        state.loop.curve.append(row)
 
     # --- persistence ------------------------------------------------------------------------------
 
@@ -536,73 +528,60 @@ class MBPORun:
         tick = time.perf_counter()
         payload = {
             "config": json.dumps(self.config, sort_keys=True),
-            "env_step": state.step,
-            "version": state.version,
-            "sac": state.sac.state_dict(),
-            "model": state.model.state_dict(),
-            "pool": state.pool.state_dict(),
-            "learner": state.learner.state_dict(),
+            "env_step": state.loop.step,  # also in `loop`; here for tools that peek
+            **{name: getattr(state, name).state_dict() for name in STATEFUL},
             "generators": {k: g.get_state() for k, g in state.generators.items()},
             **save_episode(state.env, state.obs),
             "loop": json.dumps(
                 {
+                    "loop": asdict(state.loop),
+                    "timer": state.timer.state_dict(),
                     "episode": state.recorder.episode,
                     "episode_step": state.recorder.episode_step,
                     "episode_return": state.recorder.episode_return,
-                    "model_rounds": state.model_rounds,
-                    "updates": state.updates,
-                    "curve": state.curve,
-                    "last_round": state.last_round,
-                    "sac_stats": state.sac_stats,
-                    "last_train_return": state.last_train_return,
-                    "total_seconds": state.total_seconds,
                 }
             ),
         }
         # Buffer first, checkpoint second: a checkpoint always finds its rows on disk.
         write_buffer(self.paths.buffer, state.buffer, self._metadata(False), state.snapshots)
         save_tensors(payload, self.paths.checkpoint)
-        state.total_seconds["checkpoint"] += time.perf_counter() - tick
+        state.timer.add("checkpoint", time.perf_counter() - tick)
 
-    def _resume(self, state: _State) -> None:
-        ckpt = torch.load(self.paths.checkpoint, weights_only=True, map_location="cpu")
+    def _resume(self, state: _State, ckpt: dict[str, Any]) -> None:
         try:
             rows = read_buffer(self.paths.buffer, allow_incomplete=True).buffer.columns()
         except BufferFormatError as exc:
             raise TomreproError(f"cannot resume {self.paths.root}: {exc}") from None
-        step = int(ckpt["env_step"])
-        keep = rows["env_steps"] < step
+        saved = json.loads(ckpt["loop"])
+        state.loop = LoopState(**saved["loop"])
+        state.timer.load_state_dict(saved["timer"])
+        keep = rows["env_steps"] < state.loop.step
         state.buffer.extend({k: v[keep] for k, v in rows.items()})
-        state.sac.load_state_dict(ckpt["sac"])
-        state.model.load_state_dict(ckpt["model"])
-        state.pool.load_state_dict(ckpt["pool"])
-        state.learner.load_state_dict(ckpt["learner"])
+        for name in STATEFUL:
+            getattr(state, name).load_state_dict(ckpt[name])
         for k, g in state.generators.items():
             g.set_state(ckpt["generators"][k])
-        loop = json.loads(ckpt["loop"])
-        state.obs = restore_episode(ckpt, loop, state.env, state.recorder)
-        state.model_rounds, state.updates = int(loop["model_rounds"]), int(loop["updates"])
-        state.curve, state.last_round = loop["curve"], loop["last_round"]
-        state.sac_stats, state.last_train_return = loop["sac_stats"], loop["last_train_return"]
-        state.total_seconds = loop["total_seconds"]
-        state.step, state.version = step, int(ckpt["version"])
-        state.snapshots = [read_snapshot(self.paths.buffer, v) for v in range(1, state.version + 1)]
-        log.info("mbpo: resuming %s at env step %d", self.paths.root, step)
+        state.obs = restore_episode(ckpt, saved, state.env, state.recorder)
+        state.snapshots = [
+            read_snapshot(self.paths.buffer, v) for v in range(1, state.loop.version + 1)
+        ]
+        log.info("mbpo: resuming %s at env step %d", self.paths.root, state.loop.step)
 
     def _finish(self, state: _State) -> None:
         write_buffer(self.paths.buffer, state.buffer, self._metadata(True), state.snapshots)
         state.model.save(self.paths.model, {"run": self.config})
-        curve = pd.DataFrame(state.curve)
+        curve = pd.DataFrame(state.loop.curve)
         write_curve(curve, self.paths, self.config)
         steps = self.end_step - self.first_step
-        total = state.total_seconds
+        state.timer.lap()
+        total = state.timer.total
         wall = sum(total.values())
         summary = {
             "final_return_mean": float(curve["return_mean"].iloc[-1]),
             "best_return_mean": float(curve["return_mean"].max()),
             "env_steps": steps,
-            "sac_updates": state.updates,
-            "model_rounds": state.model_rounds,
+            "sac_updates": state.loop.updates,
+            "model_rounds": state.loop.model_rounds,
             "seconds": {k: round(v, 3) for k, v in total.items()},
             "seconds_total": round(wall, 3),
             "env_steps_per_minute": 60 * steps / wall if wall > 0 else float("nan"),
@@ -634,8 +613,8 @@ def write_curve(curve: pd.DataFrame, paths: MBPOPaths, config: dict[str, Any]) -
         curve.to_csv(tmp, index=False)
     ds = curve.set_index("env_step").to_xarray()
     ds.attrs.update(
-        {k: str(config[k]) for k in ("kind", "task", "learner", "seed")}
-        | {"config": json.dumps(config, sort_keys=True)}
+        {k: str(config[k]) for k in ("kind", "task", "seed")}
+        | {"learner": config["learner"]["name"], "config": json.dumps(config, sort_keys=True)}
     )
     with atomic_path(paths.curve_nc) as tmp:
         ds.to_netcdf(tmp, engine="h5netcdf")

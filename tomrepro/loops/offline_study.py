@@ -1,17 +1,18 @@
 """`tomrepro offline-study`: MLE, TOM, TOM without discriminator and PMAC models, per snapshot.
 
-For each policy snapshot k of a buffer, each method and each seed (a "cell"):
-1. D^R = the prefix that existed when snapshot k became current; the method's weights on it
-   (uniform for MLE, TOM's estimate under pi_k, PMAC's recency decay);
+For each policy snapshot k of a buffer, each learner and each seed (a "cell"):
+1. D^R = the prefix that existed when snapshot k became current; the learner's plan on it for
+   pi_k (the same registered learner object MBPO uses: uniform for MLE, TOM's estimate under
+   pi_k, PMAC's recency decay);
 2. a dynamics model fitted with the profile's family, architecture and budget, and the cell's seed
-   (the same seed for every method, so methods differ only in their weights);
+   (the same seed for every learner, so learners differ only in their weights);
 3. its errors on fresh on-policy episodes of pi_k in the real environment, weighted by the
    discounted occupancy gamma^t (one-step and open-loop for horizons 1..H), and on D^R itself
    (uniform weights); plus the weight statistics claim C1 needs (weight by age, newest / oldest
    ratio, Spearman correlation with recency, effective sample size).
 
 The evaluation episodes of a snapshot are generated once (`eval/snapshot_K.h5`) and shared by all
-methods and seeds. Each cell is written as `cells/k{K}_{method}_s{seed}.json` when it finishes and
+learners and seeds. Each cell is written as `cells/k{K}_{learner}_s{seed}.json` when it finishes and
 skipped when present, so a killed study resumes where it stopped; `study.nc` (netCDF, dims
 learner x snapshot x seed x horizon x age_bin), tidy CSVs (`study.csv` per cell, `open_loop.csv`,
 `weight_by_age.csv`) and `metrics.json` are assembled from the cells at the end.
@@ -21,7 +22,6 @@ from __future__ import annotations
 
 import json
 import logging
-import shutil
 import time
 from dataclasses import dataclass
 from itertools import product
@@ -47,13 +47,14 @@ from tomrepro.core.noise import StepNoise
 from tomrepro.core.tasks import get_task
 from tomrepro.learning.devices import resolve_device
 from tomrepro.learning.dynamics_model import DynamicsModel
+from tomrepro.learning.model_learners import learner_fingerprint, plan_for_snapshot
 from tomrepro.learning.model_training import fit_on_columns
 from tomrepro.learning.policy import SnapshotPolicy
-from tomrepro.learning.recency_weights import pmac_weights, uniform_weights
 from tomrepro.learning.sac import SquashedGaussianActor
-from tomrepro.learning.tom_weights import estimate_tom_weights, recency_statistics, weight_summary
+from tomrepro.learning.tom_weights import recency_statistics, weight_summary
 from tomrepro.loops.model_error import error_scale, evaluate_model, occupancy_weights
 from tomrepro.loops.rollout import rollout
+from tomrepro.loops.run_directory import RunDirectory, Start
 
 log = logging.getLogger(__name__)
 EVAL_SEED_OFFSET = 10_000
@@ -62,12 +63,12 @@ EVAL_SEED_OFFSET = 10_000
 @dataclass(frozen=True)
 class Cell:
     snapshot: int
-    method: str
+    learner: str
     seed: int
 
     @property
     def name(self) -> str:
-        return f"k{self.snapshot}_{self.method}_s{self.seed}"
+        return f"k{self.snapshot}_{self.learner}_s{self.seed}"
 
 
 def study_config(profile: ProfileConfig) -> dict[str, Any]:
@@ -77,7 +78,7 @@ def study_config(profile: ProfileConfig) -> dict[str, Any]:
         "profile": profile.name,
         "offline_study": profile.offline_study.model_dump(mode="json"),
         "model": profile.model.model_dump(mode="json"),
-        "tom": profile.tom.model_dump(mode="json"),
+        "learners": [learner_fingerprint(n, profile) for n in profile.offline_study.learners],
     }
 
 
@@ -91,6 +92,7 @@ class OfflineStudy:
         out_dir: Path,
         *,
         device: str | None = None,
+        overwrite: bool = False,
         rerun_complete: bool = False,
         progress: bool = True,
     ) -> None:
@@ -99,7 +101,7 @@ class OfflineStudy:
         self.profile, self.cfg = profile, profile.offline_study
         self.buffer_path, self.out = Path(buffer_path), Path(out_dir)
         self.device = resolve_device(device or profile.device)
-        self.rerun_complete, self.progress = rerun_complete, progress
+        self.overwrite, self.rerun_complete, self.progress = overwrite, rerun_complete, progress
         # Random draws differ between devices: cells made on another device are not reused.
         self.config = {**study_config(profile), "device": self.device.type}
 
@@ -107,31 +109,37 @@ class OfflineStudy:
     def dataset_path(self) -> Path:
         return self.out / "study.nc"
 
+    def directory(self) -> RunDirectory:
+        return RunDirectory(
+            self.out,
+            {**self.config, "buffer_digest": content_digest(self.buffer_path)},
+            "offline study",
+            outputs=(
+                "cells",
+                "eval",
+                "study.nc",
+                "study.csv",
+                "open_loop.csv",
+                "weight_by_age.csv",
+                "timings.csv",
+                "metrics.json",
+            ),
+            precious=("cells", "study.nc"),
+            finished=self.dataset_path.exists,
+        )
+
     def _prepare(self, loaded: BufferFile) -> bool:
-        """True if there is nothing to do; clears cells made with another config."""
+        """True if there is nothing to do; output of another config is refused unless
+        `overwrite` (the DVC stage passes it, as for collect)."""
         for k in self.cfg.snapshots:
             loaded.snapshot_step(k)
-        try:
-            self.out.mkdir(parents=True, exist_ok=True)
-        except OSError as exc:
-            raise TomreproError(f"cannot create output directory {self.out}: {exc}") from None
-        stamp = self.out / "config.json"
-        wanted = json.dumps(
-            {**self.config, "buffer_digest": content_digest(self.buffer_path)},
-            sort_keys=True,
-            indent=2,
+        start = self.directory().prepare(
+            overwrite=self.overwrite, rerun_complete=self.rerun_complete
         )
-        stale = stamp.exists() and stamp.read_text() != wanted
-        if stale or (self.rerun_complete and self.dataset_path.exists()):
-            for sub in ("cells", "eval"):
-                shutil.rmtree(self.out / sub, ignore_errors=True)
-            self.dataset_path.unlink(missing_ok=True)
-        elif self.dataset_path.exists():
+        if start is Start.DONE:
             return True
         (self.out / "cells").mkdir(exist_ok=True)
         (self.out / "eval").mkdir(exist_ok=True)
-        with atomic_path(stamp) as tmp:
-            tmp.write_text(wanted)
         return False
 
     def run(self) -> Path:
@@ -141,7 +149,7 @@ class OfflineStudy:
             return self.dataset_path
         cells = [
             Cell(k, m, s)
-            for k, m, s in product(self.cfg.snapshots, self.cfg.methods, self.cfg.seeds)
+            for k, m, s in product(self.cfg.snapshots, self.cfg.learners, self.cfg.seeds)
         ]
         todo = [c for c in cells if not (self.out / "cells" / f"{c.name}.json").exists()]
         bar = tqdm(
@@ -189,25 +197,16 @@ class OfflineStudy:
     def _weights(
         self, cols: dict[str, np.ndarray], cell: Cell
     ) -> tuple[np.ndarray, dict[str, Any]]:
-        if cell.method == "mle":
-            return uniform_weights(len(cols["rewards"])), {}
-        if cell.method == "pmac":
-            return pmac_weights(
-                cols["policy_versions"], cell.snapshot, self.profile.tom.pmac_decay
-            ), {}
+        """The cell's learner, built fresh, planning for snapshot pi_k on the prefix."""
         actor = SquashedGaussianActor.from_tensors(
             read_snapshot(self.buffer_path, cell.snapshot).tensors
         )
-        estimate, _ = estimate_tom_weights(
-            cols,
-            actor,
-            self.profile.tom,
-            use_discriminator=cell.method == "tom",
-            seed=cell.seed,
-            device=self.device,
+        plan = plan_for_snapshot(
+            cell.learner, self.profile, cols, actor, cell.snapshot, cell.seed, self.device
         )
         keep = ("seconds", "reward_mean_recent", "reward_mean_older")
-        return estimate.weights, {k: estimate.diagnostics[k] for k in keep}
+        diagnostics = {k: plan.diagnostics[k] for k in keep if k in plan.diagnostics}
+        return plan.weights_or_uniform(len(cols["rewards"])), diagnostics
 
     def _run_cell(self, loaded: BufferFile, cell: Cell) -> dict[str, Any]:
         start = time.perf_counter()
@@ -237,7 +236,7 @@ class OfflineStudy:
         recency = recency_statistics(weights, cols["env_steps"], self.cfg.age_bins)
         return {
             "snapshot": cell.snapshot,
-            "method": cell.method,
+            "learner": cell.learner,
             "seed": cell.seed,
             "env_step": loaded.snapshot_steps[cell.snapshot],
             "rows": len(prefix),
@@ -264,13 +263,13 @@ class OfflineStudy:
         cfg = self.cfg
         # The dimension is `learner`, not `method`: xarray's `.sel(method=...)` means another thing.
         dims = ("learner", "snapshot", "seed")
-        shape = (len(cfg.methods), len(cfg.snapshots), len(cfg.seeds))
+        shape = (len(cfg.learners), len(cfg.snapshots), len(cfg.seeds))
 
         def grid(get, extra: int | None = None) -> np.ndarray:
             out = np.full(shape + ((extra,) if extra else ()), np.nan)
             for c, r in results.items():
                 i, j, s = (
-                    cfg.methods.index(c.method),
+                    cfg.learners.index(c.learner),
                     cfg.snapshots.index(c.snapshot),
                     cfg.seeds.index(c.seed),
                 )
@@ -305,7 +304,7 @@ class OfflineStudy:
         ds = xr.Dataset(
             data_vars,
             coords={
-                "learner": list(cfg.methods),
+                "learner": list(cfg.learners),
                 "snapshot": list(cfg.snapshots),
                 "seed": list(cfg.seeds),
                 "horizon": np.arange(1, cfg.horizon + 1),
@@ -346,7 +345,7 @@ class OfflineStudy:
 
 
 def _metrics(ds: Any) -> dict[str, Any]:
-    """Per snapshot and method: mean and std over seeds of the headline numbers (for DVC)."""
+    """Per snapshot and learner: mean and std over seeds of the headline numbers (for DVC)."""
     out: dict[str, Any] = {}
     for k in ds.snapshot.values.tolist():
         for m in ds.learner.values.tolist():

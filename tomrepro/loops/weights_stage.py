@@ -13,19 +13,18 @@ from tomrepro.core.atomic import atomic_path, make_parent, write_bytes_atomic
 from tomrepro.core.buffer_file import content_digest, read_buffer, read_snapshot
 from tomrepro.core.config import ProfileConfig, with_overrides
 from tomrepro.core.errors import TomreproError
+from tomrepro.core.learners import get_learner
 from tomrepro.learning.devices import resolve_device
-from tomrepro.learning.recency_weights import pmac_weights, uniform_weights
+from tomrepro.learning.model_learners import learner_fingerprint, plan_for_snapshot
 from tomrepro.learning.sac import SquashedGaussianActor
-from tomrepro.learning.tom_weights import estimate_tom_weights, weight_summary
-
-METHODS = ("tom", "tom-nodisc", "pmac", "uniform")
+from tomrepro.learning.tom_weights import weight_summary
 
 
 def compute_weights(
     profile: ProfileConfig,
     buffer_path: Path,
     snapshot: int,
-    method: str,
+    learner: str,
     out: Path,
     *,
     divergence: str | None = None,
@@ -40,8 +39,7 @@ def compute_weights(
     """
     if out.suffix == ".json":
         raise TomreproError(f"--out {out}: the diagnostics go to a .json beside it; use .npz")
-    if method not in METHODS:
-        raise TomreproError(f"unknown method {method!r}; choose from {', '.join(METHODS)}")
+    get_learner(learner)
     profile = with_overrides(profile, "tom", divergence=divergence)
     seed = profile.seed if seed is None else seed
     loaded = read_buffer(buffer_path)
@@ -49,33 +47,19 @@ def compute_weights(
     prefix = loaded.buffer.prefix(env_step)
     cols = prefix.columns()
     start = time.perf_counter()
-    diagnostics: dict[str, object]
-    if method in ("tom", "tom-nodisc"):
-        actor = SquashedGaussianActor.from_tensors(read_snapshot(buffer_path, snapshot).tensors)
-        estimate, _ = estimate_tom_weights(
-            cols,
-            actor,
-            profile.tom,
-            use_discriminator=method == "tom",
-            seed=seed,
-            device=resolve_device(device or profile.device),
-        )
-        weights, diagnostics = estimate.weights, estimate.diagnostics
-    else:
-        weights = (
-            pmac_weights(cols["policy_versions"], snapshot, profile.tom.pmac_decay)
-            if method == "pmac"
-            else uniform_weights(len(prefix))
-        )
-        diagnostics = {"rows": len(prefix), **weight_summary(weights)}
+    actor = SquashedGaussianActor.from_tensors(read_snapshot(buffer_path, snapshot).tensors)
+    device_ = resolve_device(device or profile.device)
+    plan = plan_for_snapshot(learner, profile, cols, actor, snapshot, seed, device_)
+    weights = plan.weights_or_uniform(len(prefix))
+    diagnostics: dict[str, object] = {"rows": len(prefix), **weight_summary(weights)}
+    diagnostics.update(plan.diagnostics)
     report = {
-        "method": method,
+        "learner": learner_fingerprint(learner, profile),
         "snapshot": snapshot,
         "env_step": env_step,
         "buffer": str(buffer_path),
         "buffer_digest": content_digest(buffer_path),
         "seed": seed,
-        "tom": profile.tom.model_dump(mode="json"),
         "seconds": time.perf_counter() - start,
         **diagnostics,
     }

@@ -22,9 +22,9 @@ import seaborn as sns
 from tomrepro.analysis.claims import ClaimResult, scope_name
 from tomrepro.analysis.datasets import AnalysisData
 from tomrepro.core.atomic import atomic_path
+from tomrepro.core.learners import learner_names
 
 BAND = ("ci", 95)
-LEARNER_ORDER = ["mle", "tom", "tom-nodisc", "pmac", "vagram"]
 
 
 @dataclass(frozen=True)
@@ -39,9 +39,8 @@ class FigureSpec:
 
 def _order(values) -> list[str]:
     present = [str(v) for v in values]
-    return [m for m in LEARNER_ORDER if m in present] + [
-        m for m in present if m not in LEARNER_ORDER
-    ]
+    order = learner_names()  # the registry's declaration order
+    return [m for m in order if m in present] + [m for m in present if m not in order]
 
 
 def weights_by_age(data: AnalysisData, *_: object) -> plt.Figure | None:
