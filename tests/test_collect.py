@@ -19,6 +19,7 @@ from tests.conftest import REPO_ROOT
 from tomrepro.core.buffer_file import content_digest, read_buffer, read_snapshot
 from tomrepro.core.config import load_profile
 from tomrepro.core.noise import StepNoise
+from tomrepro.core.seeding import derive_seed
 from tomrepro.learning.policy import SnapshotPolicy
 from tomrepro.learning.sac import SquashedGaussianActor
 from tomrepro.loops.collect import Collector, snapshot_steps
@@ -52,8 +53,8 @@ def test_snapshots_reproduce_the_recorded_actions(collected):
     loaded = read_buffer(collected / "buffer.h5")
     cols = loaded.buffer.columns()
     task_act = cols["actions"].shape[1]
-    normal = StepNoise(SMOKE.seed, task_act, "normal")
-    uniform = StepNoise(SMOKE.seed, task_act, "uniform")
+    normal = StepNoise(derive_seed(SMOKE.seed, "exploration"), task_act, "normal")
+    uniform = StepNoise(derive_seed(SMOKE.seed, "exploration"), task_act, "uniform")
     random_rows = cols["policy_versions"] == 0
     low, high = -3.0, 3.0  # InvertedPendulum-v5 action bounds
     np.testing.assert_allclose(

@@ -28,6 +28,7 @@ from tomrepro.analysis.statistics import (
     ratio_of_means,
 )
 from tomrepro.core.config import AnalysisConfig
+from tomrepro.core.seeding import derive_seed
 
 Verdict = Literal["reproduced", "not reproduced", "inconclusive"]
 
@@ -112,7 +113,7 @@ class ClaimJudge:
         self.seed = seed
 
     def _bootstrap(self, samples: tuple[np.ndarray, ...], statistic) -> Estimate:
-        rng = np.random.default_rng(self.seed)
+        rng = np.random.default_rng(derive_seed(self.seed, "analysis/bootstrap"))
         return bootstrap(samples, statistic, rng, self.cfg.bootstrap_samples, self.cfg.confidence)
 
     @property

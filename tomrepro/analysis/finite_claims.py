@@ -26,6 +26,7 @@ import numpy as np
 
 from tomrepro.core.atomic import atomic_path
 from tomrepro.core.config import FiniteMDPConfig
+from tomrepro.core.seeding import derive_seed
 from tomrepro.learning.finite_dual import Divergence, solve_dual
 from tomrepro.learning.finite_mdp import (
     perturbed_dynamics,
@@ -152,7 +153,8 @@ def finite_results(recovery: RecoveryResult, bound: BoundResult, seed: int) -> d
 
 def run_finite_checks(cfg: FiniteMDPConfig, out: Path | None = None) -> list[str]:
     """The `finite-mdp` stage: both checks, the JSON file (when `out` is given) and a summary."""
-    recovery, bound = check_recovery(cfg.mdps, cfg.seed), check_bound(cfg.mdps, cfg.seed + 1)
+    recovery = check_recovery(cfg.mdps, derive_seed(cfg.seed, "finite/recovery"))
+    bound = check_bound(cfg.mdps, derive_seed(cfg.seed, "finite/bound"))
     lines = [f"C5: largest relative error of recovered weights over {cfg.mdps} MDPs"]
     lines += [
         f"  {key:<32} {error:.3e}" for key, error in sorted(recovery.max_relative_error.items())

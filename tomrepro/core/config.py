@@ -265,7 +265,9 @@ class FiniteMDPConfig(Section):
     """Claims C5 and C6 on random finite MDPs, where every occupancy is exact."""
 
     mdps: PositiveInt = Field(200, description="Random MDPs per check.")
-    seed: NonNegativeInt = Field(0, description="Seed of the MDP draws (C6 uses seed + 1).")
+    seed: NonNegativeInt = Field(
+        0, description="Seed of the MDP draws (C5 and C6 derive their own streams)."
+    )
 
 
 class AnalysisConfig(Section):

@@ -18,6 +18,7 @@ from dataclasses import dataclass
 import torch
 
 from tomrepro.core.config import TOMConfig
+from tomrepro.core.seeding import derive_seed
 from tomrepro.learning.networks import BatchedMLP
 from tomrepro.learning.sac import SquashedGaussianActor
 
@@ -47,12 +48,14 @@ class OccupancyRatioEstimator:
     ) -> None:
         self.cfg, self.device = cfg, device
         self.q = BatchedMLP(1, obs_dim + act_dim, cfg.q_hidden_sizes, 1)
-        self.q.reset_parameters(torch.Generator().manual_seed(seed))
+        self.q.reset_parameters(torch.Generator().manual_seed(derive_seed(seed, "tom/q")))
         self.q.to(device)
         self.optimizer = torch.optim.Adam(
             self.q.parameters(), lr=cfg.q_lr, weight_decay=cfg.q_weight_decay
         )
-        self.generator = torch.Generator(device=device).manual_seed(seed + 1)
+        self.generator = torch.Generator(device=device).manual_seed(
+            derive_seed(seed, "tom/q_batches")
+        )
 
     def _value(self, obs: torch.Tensor, act: torch.Tensor) -> torch.Tensor:
         return self.q(torch.cat((obs, act), dim=-1).unsqueeze(0))[0, :, 0]

@@ -26,6 +26,7 @@ import torch
 from tomrepro.core.config import ProfileConfig
 from tomrepro.core.errors import TomreproError
 from tomrepro.core.learners import PMACConfig, TOMConfig, VaGraMConfig, get_learner
+from tomrepro.core.seeding import derive_seed
 from tomrepro.learning.dual_rl import OccupancyRatioEstimator
 from tomrepro.learning.recency_weights import pmac_weights
 from tomrepro.learning.sac import SquashedGaussianActor, TwinCritic
@@ -87,7 +88,6 @@ class TOMLearner(ModelLearner):
         self.cfg, self.use_discriminator = params, use_discriminator
         self.estimator: OccupancyRatioEstimator | None = None
         self.rounds = 0
-        self.round_seed = lambda r: self.seed + 7919 * (r + 1)  # a fresh discriminator each round
 
     def plan(self, inputs: PlanInputs) -> LearnerPlan:
         columns = inputs.columns
@@ -108,7 +108,8 @@ class TOMLearner(ModelLearner):
             inputs.actor,
             self.cfg,
             use_discriminator=self.use_discriminator,
-            seed=self.round_seed(self.rounds),
+            seed=self.seed,
+            discriminator_seed=derive_seed(self.seed, "tom/discriminator", self.rounds),
             device=self.device,
             estimator=self.estimator,
         )
@@ -239,10 +240,7 @@ def plan_for_snapshot(
         raise TomreproError(
             f"learner {name!r} needs a critic, which a policy snapshot does not have"
         )
-    learner = build_learner(name, profile, seed, device)
-    if isinstance(learner, TOMLearner):
-        learner.round_seed = lambda r: seed
-    plan = learner.plan(PlanInputs(columns, actor, version))
+    plan = build_learner(name, profile, seed, device).plan(PlanInputs(columns, actor, version))
     if plan.inactive_reason is not None:
         raise TomreproError(plan.inactive_reason)
     return plan

@@ -20,6 +20,7 @@ from torch import nn
 
 from tomrepro.core.buffer import ReplayBuffer
 from tomrepro.core.config import SACConfig
+from tomrepro.core.seeding import derive_seed
 from tomrepro.learning.networks import BatchedMLP
 
 LOG_STD_MIN, LOG_STD_MAX = -20.0, 2.0
@@ -127,7 +128,7 @@ class SAC:
         hidden = tuple(cfg.hidden_sizes)
         self.actor = SquashedGaussianActor(obs_dim, act_dim, hidden, action_low, action_high)
         self.critic = TwinCritic(obs_dim, act_dim, hidden)
-        init = torch.Generator().manual_seed(int(generator.initial_seed()))
+        init = torch.Generator().manual_seed(derive_seed(int(generator.initial_seed()), "sac/init"))
         self.actor.net.reset_parameters(init)
         self.critic.net.reset_parameters(init)
         self.critic_target = TwinCritic(obs_dim, act_dim, hidden)

@@ -20,6 +20,7 @@ import torch
 
 from tomrepro.core.config import TOMConfig
 from tomrepro.core.errors import TomreproError
+from tomrepro.core.seeding import derive_seed
 from tomrepro.learning.discriminator import discriminator_reward, train_discriminator
 from tomrepro.learning.dual_rl import OccupancyRatioEstimator, TransitionTensors
 from tomrepro.learning.sac import SquashedGaussianActor
@@ -55,8 +56,13 @@ def estimate_tom_weights(
     seed: int,
     device: torch.device,
     estimator: OccupancyRatioEstimator | None = None,
+    discriminator_seed: int | None = None,
 ) -> tuple[WeightEstimate, OccupancyRatioEstimator]:
-    """Weights for every row of `columns` under `actor`; pass `estimator` back in to keep Q."""
+    """Weights for every row of `columns` under `actor`; pass `estimator` back in to keep Q.
+
+    `seed` seeds a new estimator; the discriminator's seed defaults to round 0's of `seed`."""
+    if discriminator_seed is None:
+        discriminator_seed = derive_seed(seed, "tom/discriminator", 0)
     n, k = len(columns["rewards"]), cfg.recent_size
     if n < k:
         raise TomreproError(
@@ -79,7 +85,7 @@ def estimate_tom_weights(
     if use_discriminator:
         sas = torch.cat((obs, act, next_obs), dim=1)
         disc, disc_losses = train_discriminator(
-            sas[-k:], sas, cfg, obs_dim, act_dim, torch.Generator().manual_seed(seed)
+            sas[-k:], sas, cfg, obs_dim, act_dim, torch.Generator().manual_seed(discriminator_seed)
         )
         reward = discriminator_reward(disc, sas)
         diagnostics["discriminator_loss"] = disc_losses

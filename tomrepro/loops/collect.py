@@ -40,6 +40,7 @@ from tomrepro.core.buffer_file import (
 from tomrepro.core.config import ProfileConfig
 from tomrepro.core.noise import StepNoise
 from tomrepro.core.phase_timer import PhaseTimer
+from tomrepro.core.seeding import derive_seed
 from tomrepro.core.tasks import get_task
 from tomrepro.learning.devices import resolve_device
 from tomrepro.learning.policy import SnapshotPolicy
@@ -186,20 +187,20 @@ class Collector:
             high,
             self.profile.sac,
             self.device,
-            torch.Generator(device=self.device).manual_seed(seed),
+            torch.Generator(device=self.device).manual_seed(derive_seed(seed, "sac")),
         )
         buffer = ReplayBuffer(cfg.env_steps, task.obs_dim, task.act_dim)
         sampler = MinibatchSampler(
             buffer,
             self.profile.sac.batch_size,
             self.device,
-            torch.Generator().manual_seed(seed + 1),
+            torch.Generator().manual_seed(derive_seed(seed, "collect/minibatches")),
         )
-        run = _Run(env, sac, sampler, buffer, EpisodeRecorder(env, buffer), env.reset(seed=seed)[0])
+        run = _Run(env, sac, sampler, buffer, EpisodeRecorder(env, buffer), self._reset(env))
         if start is Start.RESUME:
             self._resume(run)
-        normal = StepNoise(seed, task.act_dim, "normal")
-        uniform = StepNoise(seed, task.act_dim, "uniform")
+        normal = StepNoise(derive_seed(seed, "exploration"), task.act_dim, "normal")
+        uniform = StepNoise(derive_seed(seed, "exploration"), task.act_dim, "uniform")
         snapshot_at = set(snapshot_steps(cfg.random_steps, cfg.snapshot_every, cfg.env_steps))
         bar = tqdm(
             total=cfg.env_steps,
@@ -239,6 +240,9 @@ class Collector:
         env.close()
         self._finish(run, stats)
         return self.paths.buffer
+
+    def _reset(self, env: Any) -> np.ndarray:
+        return env.reset(seed=derive_seed(self.profile.seed, "env"))[0]
 
     def _metadata(self, complete: bool) -> BufferMetadata:
         return BufferMetadata(self.task.task_id, self.profile.seed, self.config, complete=complete)

@@ -46,6 +46,7 @@ from tomrepro.core.config import ProfileConfig, SACConfig
 from tomrepro.core.errors import BufferFormatError, ConfigError, TomreproError
 from tomrepro.core.noise import StepNoise
 from tomrepro.core.phase_timer import PhaseTimer
+from tomrepro.core.seeding import derive_seed
 from tomrepro.core.tasks import get_task
 from tomrepro.learning.devices import resolve_device
 from tomrepro.learning.dynamics_model import DynamicsModel
@@ -68,7 +69,6 @@ from tomrepro.loops.run_directory import RunDirectory, Start
 
 log = logging.getLogger(__name__)
 PHASES = ("env", "sac", "weights", "model_fit", "rollout", "eval", "checkpoint")
-EVAL_SEED_OFFSET = 1_000_003
 
 
 @dataclass(frozen=True)
@@ -282,7 +282,7 @@ class MBPORun:
             high,
             self.sac_cfg,
             dev,
-            torch.Generator(device=dev).manual_seed(seed),
+            torch.Generator(device=dev).manual_seed(derive_seed(seed, "sac")),
         )
         prefix_rows = 0
         if self.source is not None:
@@ -292,10 +292,10 @@ class MBPORun:
             prefix_rows + self.end_step - self.first_step, task.obs_dim, task.act_dim
         )
         generators = {
-            "sampler": torch.Generator().manual_seed(seed + 1),
-            "starts": torch.Generator().manual_seed(seed + 2),
-            "rollout": torch.Generator(device=dev).manual_seed(seed + 3),
-            "model_fit": torch.Generator().manual_seed(seed + 4),
+            "sampler": torch.Generator().manual_seed(derive_seed(seed, "mbpo/minibatches")),
+            "starts": torch.Generator().manual_seed(derive_seed(seed, "mbpo/starts")),
+            "rollout": torch.Generator(device=dev).manual_seed(derive_seed(seed, "mbpo/rollout")),
+            "model_fit": torch.Generator().manual_seed(derive_seed(seed, "model_fit")),
         }
         pool = ModelPool(cfg.model_pool_size, task.obs_dim, task.act_dim, dev)
         sampler = MixedBatchSampler(
@@ -303,7 +303,7 @@ class MBPORun:
         )
         model = DynamicsModel(self.profile.model, task.obs_dim, task.act_dim).to(dev)
         learner = build_learner(self.learner_name, self.profile, seed, dev)
-        obs = env.reset(seed=seed)[0]
+        obs = env.reset(seed=derive_seed(seed, "env"))[0]
         state = _State(
             env,
             sac,
@@ -347,8 +347,8 @@ class MBPORun:
             self._resume(state, ckpt)
         cfg, task = self.cfg, self.task
         random_until = cfg.random_steps if self.start is None else self.first_step
-        normal = StepNoise(self.seed, task.act_dim, "normal")
-        uniform = StepNoise(self.seed, task.act_dim, "uniform")
+        normal = StepNoise(derive_seed(self.seed, "exploration"), task.act_dim, "normal")
+        uniform = StepNoise(derive_seed(self.seed, "exploration"), task.act_dim, "uniform")
         low, high = state.env.action_space.low, state.env.action_space.high
         bar = tqdm(
             total=self.end_step - self.first_step,
@@ -487,7 +487,7 @@ class MBPORun:
             self.task,
             state.sac.actor_arrays(),
             self.cfg.eval_episodes,
-            self.seed * EVAL_SEED_OFFSET + state.loop.step,
+            derive_seed(self.seed, "mbpo/eval", state.loop.step),
             self.cfg.eval_max_steps,
         )
         state.timer.add("eval", time.perf_counter() - tick)

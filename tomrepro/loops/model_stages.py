@@ -13,6 +13,7 @@ from tomrepro.core.buffer import ReplayBuffer
 from tomrepro.core.buffer_file import content_digest, read_buffer
 from tomrepro.core.config import ProfileConfig, with_overrides
 from tomrepro.core.errors import TomreproError
+from tomrepro.core.seeding import derive_seed
 from tomrepro.learning.devices import resolve_device
 from tomrepro.learning.dynamics_model import (
     DynamicsModel,
@@ -79,7 +80,7 @@ def train_model(
         model,
         cols,
         weights,
-        torch.Generator().manual_seed(seed),
+        torch.Generator().manual_seed(derive_seed(seed, "model_fit")),
         torch_device,
     )
     provenance = {

@@ -44,6 +44,7 @@ from tomrepro.core.buffer_file import (
 from tomrepro.core.config import ProfileConfig
 from tomrepro.core.errors import TomreproError
 from tomrepro.core.noise import StepNoise
+from tomrepro.core.seeding import derive_seed
 from tomrepro.core.tasks import get_task
 from tomrepro.learning.devices import resolve_device
 from tomrepro.learning.dynamics_model import DynamicsModel
@@ -57,7 +58,6 @@ from tomrepro.loops.rollout import rollout
 from tomrepro.loops.run_directory import RunDirectory, Start
 
 log = logging.getLogger(__name__)
-EVAL_SEED_OFFSET = 10_000
 
 
 @dataclass(frozen=True)
@@ -76,6 +76,7 @@ def study_config(profile: ProfileConfig) -> dict[str, Any]:
     return {
         "stage": "offline_study",
         "profile": profile.name,
+        "seed": profile.seed,  # the evaluation episodes' (cells have their own seeds)
         "offline_study": profile.offline_study.model_dump(mode="json"),
         "model": profile.model.model_dump(mode="json"),
         "learners": [learner_fingerprint(n, profile) for n in profile.offline_study.learners],
@@ -176,8 +177,8 @@ class OfflineStudy:
         if not path.exists():
             task = get_task(loaded.metadata.task_id)
             policy = SnapshotPolicy(read_snapshot(self.buffer_path, snapshot).tensors)
-            seed = EVAL_SEED_OFFSET + snapshot
-            noise = StepNoise(seed, task.act_dim, "normal")
+            seed = derive_seed(self.profile.seed, "offline/eval", snapshot)
+            noise = StepNoise(derive_seed(seed, "exploration"), task.act_dim, "normal")
             episodes = rollout(
                 task,
                 self.cfg.eval_steps,
@@ -219,7 +220,7 @@ class OfflineStudy:
             model,
             cols,
             weights,
-            torch.Generator().manual_seed(cell.seed),
+            torch.Generator().manual_seed(derive_seed(cell.seed, "model_fit")),
             self.device,
         )
         episodes = self._eval_episodes(loaded, cell.snapshot)

@@ -12,6 +12,7 @@ from tomrepro.core.buffer import ReplayBuffer
 from tomrepro.core.buffer_file import BufferMetadata, write_buffer
 from tomrepro.core.config import ProfileConfig
 from tomrepro.core.noise import StepNoise
+from tomrepro.core.seeding import derive_seed
 from tomrepro.core.tasks import Task, get_task
 from tomrepro.loops.episode_recorder import EpisodeRecorder
 
@@ -25,22 +26,22 @@ def rollout(
 ) -> ReplayBuffer:
     """Step `task` for `env_steps` steps; `act(obs, step)` chooses actions (None: uniform).
 
-    Deterministic in `seed`: it seeds the first reset, and uniform actions come from `StepNoise`
-    (Gymnasium's action-space sampler would need separate seeding to be reproducible).
+    Deterministic in `seed`: the first reset and the uniform actions (`StepNoise`; Gymnasium's
+    action-space sampler would need separate seeding) take seeds derived from it.
     """
     if env_steps <= 0:
         raise ValueError("env_steps must be positive")
     env = task.make_env()
     low, high = env.action_space.low, env.action_space.high
     if act is None:
-        uniform = StepNoise(seed, task.act_dim, "uniform")
+        uniform = StepNoise(derive_seed(seed, "exploration"), task.act_dim, "uniform")
 
         def act(_: np.ndarray, step: int) -> np.ndarray:
             return low + (high - low) * uniform.at(step)
 
     buffer = ReplayBuffer(env_steps, task.obs_dim, task.act_dim)
     recorder = EpisodeRecorder(env, buffer)
-    obs, _ = env.reset(seed=seed)
+    obs, _ = env.reset(seed=derive_seed(seed, "env"))
     try:
         for step in range(env_steps):
             obs, _ = recorder.step(obs, act(obs, step), step, policy_version)
