@@ -87,6 +87,86 @@ def check_target_weights(target_weights: np.ndarray, shape: tuple[int, int]) -> 
     return target_weights.astype(np.float32)
 
 
+def holdout_split(
+    n: int, cfg: ModelConfig, generator: torch.Generator
+) -> tuple[np.ndarray, np.ndarray]:
+    """(train, holdout) row indices: a random `holdout_ratio` share, at most `max_holdout`."""
+    split_rng = np.random.default_rng(int(torch.randint(0, 2**31 - 1, (1,), generator=generator)))
+    order = split_rng.permutation(n)
+    n_hold = min(int(n * cfg.holdout_ratio), cfg.max_holdout)
+    return order[n_hold:], order[:n_hold]
+
+
+@dataclass(frozen=True)
+class SplitWeights:
+    """How the row weights enter one fit (see the module docstring)."""
+
+    draw_probs: np.ndarray  # minibatch probabilities over the training rows
+    train_weights: torch.Tensor | None  # NLL multipliers (`loss`), or None (`resample`)
+    holdout_weights: torch.Tensor  # sums to 1 over the holdout rows
+
+
+def split_weights(
+    w: np.ndarray, train: np.ndarray, hold: np.ndarray, cfg: ModelConfig, device: torch.device
+) -> SplitWeights:
+    if cfg.weighting == "resample":
+        draw_probs, train_w = np.minimum(w[train], cfg.weight_clip), None
+        hold_w = np.minimum(w[hold], cfg.weight_clip)
+    else:
+        draw_probs = np.ones(len(train))
+        train_w = torch.as_tensor(w[train] / w[train].mean(), dtype=torch.float32, device=device)
+        hold_w = w[hold] / w[train].mean()
+    hold_weight = torch.as_tensor(
+        hold_w / max(hold_w.sum(), 1e-12), dtype=torch.float32, device=device
+    )
+    return SplitWeights(draw_probs, train_w, hold_weight)
+
+
+class EarlyStopping:
+    """Keeps each member's parameters from its best holdout epoch; `update` says when to stop
+    (`patience` epochs in which no member improved by `min_improvement`)."""
+
+    def __init__(self, model: DynamicsModel, log: FitLog) -> None:
+        self.model, self.log, self.cfg = model, log, model.cfg
+        members = model.members
+        self.per_member = [p.shape[0] == members and members > 1 for p in model.net.parameters()]
+        self.saved = [p.detach().clone() for p in model.net.parameters()]
+        self.best = torch.full((members,), float("inf"))
+        self.stale = 0
+        log.best_epoch = [0] * members
+
+    def update(self, epoch: int, holdout: torch.Tensor) -> bool:
+        best = self.best
+        improved = (best - holdout) / best.abs().clamp_min(1e-12) > self.cfg.min_improvement
+        improved |= torch.isinf(best)
+        if improved.any():
+            self.stale = 0
+            with torch.no_grad():
+                for p, saved, split in zip(
+                    self.model.net.parameters(), self.saved, self.per_member, strict=True
+                ):
+                    if split:
+                        saved[improved] = p[improved]
+                    else:
+                        saved.copy_(p)
+            self.best = torch.where(improved, holdout, best)
+            self.log.best_epoch = [
+                epoch if i else b
+                for i, b in zip(improved.tolist(), self.log.best_epoch, strict=True)
+            ]
+        else:
+            self.stale += 1
+        return self.stale >= self.cfg.patience
+
+    def restore_and_pick_elites(self) -> None:
+        with torch.no_grad():
+            for p, saved in zip(self.model.net.parameters(), self.saved, strict=True):
+                p.copy_(saved)
+        elites = torch.argsort(self.best)[: self.cfg.elites].sort().values
+        self.model.elites.copy_(elites)
+        self.log.elites = elites.tolist()
+
+
 def fit_dynamics(
     model: DynamicsModel,
     inputs: np.ndarray,
@@ -109,10 +189,7 @@ def fit_dynamics(
     w = np.ones(n) if weights is None else check_weights(weights, n)
     dim_w = None if target_weights is None else check_target_weights(target_weights, targets.shape)
     start = time.perf_counter()
-    split_rng = np.random.default_rng(int(torch.randint(0, 2**31 - 1, (1,), generator=generator)))
-    order = split_rng.permutation(n)
-    n_hold = min(int(n * cfg.holdout_ratio), cfg.max_holdout)
-    hold, train = order[:n_hold], order[n_hold:]
+    train, hold = holdout_split(n, cfg, generator)
     if len(train) == 0 or not (w[train] > 0).any():
         raise TomreproError("no training rows with positive weight after the holdout split")
 
@@ -125,27 +202,15 @@ def fit_dynamics(
     dim_train = None if dim_w is None else torch.as_tensor(dim_w[train], device=device)
     x_hold = torch.as_tensor(inputs[hold], device=device)
     y_hold = torch.as_tensor(targets[hold], device=device)
-
-    if cfg.weighting == "resample":
-        draw_probs, train_w = np.minimum(w[train], cfg.weight_clip), None
-        hold_w = np.minimum(w[hold], cfg.weight_clip)
-    else:
-        draw_probs = np.ones(len(train))
-        train_w = torch.as_tensor(w[train] / w[train].mean(), dtype=torch.float32, device=device)
-        hold_w = w[hold] / w[train].mean()
-    sampler = IndexSampler(draw_probs, device, generator)
-    hold_weight = torch.as_tensor(
-        hold_w / max(hold_w.sum(), 1e-12), dtype=torch.float32, device=device
-    )
+    weighting = split_weights(w, train, hold, cfg, device)
+    train_w = weighting.train_weights
+    sampler = IndexSampler(weighting.draw_probs, device, generator)
 
     members, batch = model.members, cfg.batch_size
     steps = batches_per_epoch or cfg.batches_per_epoch or max(1, len(train) // batch)
     optimizer = torch.optim.Adam(model.net.parameters(), lr=cfg.lr, fused=True)
-    per_member = [p.shape[0] == members and members > 1 for p in model.net.parameters()]
-    best_state = [p.detach().clone() for p in model.net.parameters()]
-    best = torch.full((members,), float("inf"))
-    log = FitLog(train_size=len(train), holdout_size=n_hold, best_epoch=[0] * members)
-    stale = 0
+    log = FitLog(train_size=len(train), holdout_size=len(hold))
+    stopping = EarlyStopping(model, log)
     for epoch in range(max_epochs or cfg.max_epochs):
         total = torch.zeros(members, device=device)
         for _ in range(steps):
@@ -165,35 +230,16 @@ def fit_dynamics(
         train_loss = (total / steps).cpu()
         log.train_loss.append(float(train_loss.mean()))
         # Without a holdout split, the training loss has to stand in for it.
-        holdout = _holdout_loss(model, x_hold, y_hold, hold_weight) if n_hold else train_loss
+        holdout = (
+            _holdout_loss(model, x_hold, y_hold, weighting.holdout_weights)
+            if len(hold)
+            else train_loss
+        )
         log.holdout_loss.append(holdout.tolist())
-        improved = (best - holdout) / best.abs().clamp_min(1e-12) > cfg.min_improvement
-        improved |= torch.isinf(best)
-        if improved.any():
-            stale = 0
-            with torch.no_grad():
-                for p, saved, split in zip(
-                    model.net.parameters(), best_state, per_member, strict=True
-                ):
-                    if split:
-                        saved[improved] = p[improved]
-                    else:
-                        saved.copy_(p)
-            best = torch.where(improved, holdout, best)
-            log.best_epoch = [
-                epoch if i else b for i, b in zip(improved.tolist(), log.best_epoch, strict=True)
-            ]
-        else:
-            stale += 1
         log.epochs = epoch + 1
-        if stale >= cfg.patience:
+        if stopping.update(epoch, holdout):
             break
-    with torch.no_grad():
-        for p, saved in zip(model.net.parameters(), best_state, strict=True):
-            p.copy_(saved)
-    elites = torch.argsort(best)[: cfg.elites].sort().values
-    model.elites.copy_(elites)
-    log.elites = elites.tolist()
+    stopping.restore_and_pick_elites()
     log.seconds = time.perf_counter() - start
     return log
 

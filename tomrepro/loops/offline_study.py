@@ -23,6 +23,7 @@ from __future__ import annotations
 import json
 import logging
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass
 from itertools import product
 from pathlib import Path
@@ -41,7 +42,7 @@ from tomrepro.core.buffer_file import (
     read_snapshot,
     write_buffer,
 )
-from tomrepro.core.config import ProfileConfig
+from tomrepro.core.config import OfflineStudyConfig, ProfileConfig
 from tomrepro.core.errors import TomreproError
 from tomrepro.core.noise import StepNoise
 from tomrepro.core.seeding import derive_seed
@@ -256,63 +257,12 @@ class OfflineStudy:
     # --- outputs -------------------------------------------------------------------------------
 
     def _assemble(self, loaded: BufferFile, cells: list[Cell]) -> Path:
-        import xarray as xr
-
         results = {
             c: json.loads((self.out / "cells" / f"{c.name}.json").read_text()) for c in cells
         }
-        cfg = self.cfg
-        # The dimension is `learner`, not `method`: xarray's `.sel(method=...)` means another thing.
-        dims = ("learner", "snapshot", "seed")
-        shape = (len(cfg.learners), len(cfg.snapshots), len(cfg.seeds))
-
-        def grid(get, extra: int | None = None) -> np.ndarray:
-            out = np.full(shape + ((extra,) if extra else ()), np.nan)
-            for c, r in results.items():
-                i, j, s = (
-                    cfg.learners.index(c.learner),
-                    cfg.snapshots.index(c.snapshot),
-                    cfg.seeds.index(c.seed),
-                )
-                value = np.asarray(get(r), dtype=np.float64)
-                if extra:
-                    out[i, j, s, : len(value)] = value
-                else:
-                    out[i, j, s] = value
-            return out
-
-        data_vars: dict[str, tuple[tuple[str, ...], np.ndarray]] = {
-            f"{where}_{metric}": (dims, grid(lambda r, w=where, m=metric: r[w][m]))
-            for where in ("on_policy", "buffer")
-            for metric in ("state_mse", "reward_mse", "nll")
-        }
-        data_vars["open_loop_state_mse"] = (
-            (*dims, "horizon"),
-            grid(lambda r: r["on_policy"]["open_loop_state_mse"], cfg.horizon),
-        )
-        data_vars["weight_by_age"] = (
-            (*dims, "age_bin"),
-            grid(lambda r: r["weight_by_age"], cfg.age_bins),
-        )
-        for name in (
-            "newest_oldest_ratio",
-            "spearman_recency",
-            "ess_share",
-            "fit_epochs",
-        ):
-            # Wall times stay in the cell files and timings.csv: the dataset is deterministic.
-            data_vars[name] = (dims, grid(lambda r, n=name: r[n]))
-        ds = xr.Dataset(
-            data_vars,
-            coords={
-                "learner": list(cfg.learners),
-                "snapshot": list(cfg.snapshots),
-                "seed": list(cfg.seeds),
-                "horizon": np.arange(1, cfg.horizon + 1),
-                "age_bin": np.arange(cfg.age_bins),
-                "env_step": ("snapshot", [loaded.snapshot_steps[k] for k in cfg.snapshots]),
-            },
-            attrs={
+        ds, timings = study_datasets(results, self.cfg, loaded.snapshot_steps)
+        ds.attrs.update(
+            {
                 "buffer": str(self.buffer_path),
                 "buffer_digest": content_digest(self.buffer_path),
                 "task_id": loaded.metadata.task_id,
@@ -320,14 +270,7 @@ class OfflineStudy:
                 "versions": json.dumps(dict(loaded.metadata.versions), sort_keys=True),
                 "age_bin_order": "0 = oldest transitions of the prefix, last = newest",
                 "errors": "squared errors in units of the evaluated data's per-dimension std",
-            },
-        )
-        timings = xr.Dataset(
-            {
-                name: (dims, grid(lambda r, n=name: r[n]))
-                for name in ("fit_seconds", "weight_seconds")
-            },
-            coords={k: ds.coords[k] for k in dims},
+            }
         )
         tables = {
             "timings.csv": timings.to_dataframe(),
@@ -343,6 +286,67 @@ class OfflineStudy:
         with atomic_path(self.dataset_path) as tmp:
             ds.to_netcdf(tmp, engine="h5netcdf")
         return self.dataset_path
+
+
+def study_datasets(
+    results: dict[Cell, dict[str, Any]],
+    cfg: OfflineStudyConfig,
+    snapshot_steps: Mapping[int, int],
+) -> tuple[Any, Any]:
+    """The cells' results as the study dataset (learner x snapshot x seed [x horizon, age_bin])
+    and, apart, their wall times (so that the dataset is deterministic)."""
+    import xarray as xr
+
+    # The dimension is `learner`, not `method`: xarray's `.sel(method=...)` means another thing.
+    dims = ("learner", "snapshot", "seed")
+    shape = (len(cfg.learners), len(cfg.snapshots), len(cfg.seeds))
+
+    def grid(get, extra: int | None = None) -> np.ndarray:
+        out = np.full(shape + ((extra,) if extra else ()), np.nan)
+        for c, r in results.items():
+            i, j, s = (
+                cfg.learners.index(c.learner),
+                cfg.snapshots.index(c.snapshot),
+                cfg.seeds.index(c.seed),
+            )
+            value = np.asarray(get(r), dtype=np.float64)
+            if extra:
+                out[i, j, s, : len(value)] = value
+            else:
+                out[i, j, s] = value
+        return out
+
+    data_vars: dict[str, tuple[tuple[str, ...], np.ndarray]] = {
+        f"{where}_{metric}": (dims, grid(lambda r, w=where, m=metric: r[w][m]))
+        for where in ("on_policy", "buffer")
+        for metric in ("state_mse", "reward_mse", "nll")
+    }
+    data_vars["open_loop_state_mse"] = (
+        (*dims, "horizon"),
+        grid(lambda r: r["on_policy"]["open_loop_state_mse"], cfg.horizon),
+    )
+    data_vars["weight_by_age"] = (
+        (*dims, "age_bin"),
+        grid(lambda r: r["weight_by_age"], cfg.age_bins),
+    )
+    for name in ("newest_oldest_ratio", "spearman_recency", "ess_share", "fit_epochs"):
+        data_vars[name] = (dims, grid(lambda r, n=name: r[n]))
+    ds = xr.Dataset(
+        data_vars,
+        coords={
+            "learner": list(cfg.learners),
+            "snapshot": list(cfg.snapshots),
+            "seed": list(cfg.seeds),
+            "horizon": np.arange(1, cfg.horizon + 1),
+            "age_bin": np.arange(cfg.age_bins),
+            "env_step": ("snapshot", [snapshot_steps[k] for k in cfg.snapshots]),
+        },
+    )
+    timings = xr.Dataset(
+        {name: (dims, grid(lambda r, n=name: r[n])) for name in ("fit_seconds", "weight_seconds")},
+        coords={k: ds.coords[k] for k in dims},
+    )
+    return ds, timings
 
 
 def _metrics(ds: Any) -> dict[str, Any]:
