@@ -188,7 +188,7 @@ def test_offline_study_runs_on_an_imported_buffer(tmp_path, run_cli):
         .read_text()
         .replace("  snapshots: [2, 4]", "  snapshots: [4]")
         .replace("  learners: [mle, tom, tom-nodisc, pmac]", "  learners: [mle, tom]")
-        .replace("  seeds: [0, 1]\n  eval_steps", "  seeds: [0]\n  eval_steps")
+        .replace("  seeds: [0, 1]\n  eval_episodes", "  seeds: [0]\n  eval_episodes")
     )
     code, _, err = run_cli(
         "offline-study", out, "--profile", one_cell_per_learner, "--out", tmp_path / "study",

@@ -166,8 +166,10 @@ class OfflineStudyConfig(Section):
         description="Model learners compared (registered names; none that needs a critic).",
     )
     seeds: tuple[NonNegativeInt, ...] = Field((0,), min_length=1, description="Seeds per cell.")
-    eval_steps: PositiveInt = Field(
-        5000, description="Env steps of fresh on-policy episodes of pi_k to evaluate on."
+    eval_episodes: PositiveInt = Field(
+        10,
+        description="Complete fresh on-policy episodes of pi_k to evaluate on (each its own "
+        "start state, so the discounted occupancy is estimated from that many starts).",
     )
     eval_gamma: Discount = Field(0.99, description="Discount of the on-policy occupancy.")
     horizon: PositiveInt = Field(10, description="Longest open-loop horizon H.")
@@ -217,7 +219,17 @@ class MBPOConfig(Section):
     real_ratio: Annotated[float, Field(ge=0, le=1)] = Field(
         0.05, description="Share of real transitions in each SAC minibatch."
     )
-    updates_per_step: PositiveInt = Field(20, description="SAC updates per env step.")
+    update_schedule: Literal["official", "every_step"] = Field(
+        "official",
+        description="`official`: TOM's train_policy_repeats, a burst of `updates_per_step` "
+        "updates whenever the epoch's updates so far are at most `max_updates_per_step` x the "
+        "epoch-local step (bursts at steps 0, 4, 8, ...: 5 per step on average); `every_step`: "
+        "a burst after every env step (mbpo_pytorch in effect: 20 per step).",
+    )
+    updates_per_step: PositiveInt = Field(20, description="SAC updates in one burst.")
+    max_updates_per_step: PositiveInt = Field(
+        5, description="official schedule: the per-epoch cap on updates per epoch-local step."
+    )
     eval_episodes: PositiveInt = Field(10, description="Deterministic test episodes per epoch.")
     eval_max_steps: PositiveInt | None = Field(
         None, description="Cap on the length of a test episode; null: the task's time limit."

@@ -28,6 +28,22 @@ from tomrepro.core.config_section import (
 from tomrepro.core.errors import ConfigError
 
 
+class DualConvergence(Section):
+    """When a one-off dual-RL fit (a saved snapshot: the offline study, `tomrepro weights`) has
+    converged. Online the Q network persists across rounds (~80 000 Adam steps by snapshot 25
+    in the official runs), so an offline estimate must be trained as far to measure that
+    estimator and not its initialisation (near which w ≈ max(0, 1 + R))."""
+
+    window: PositiveInt = Field(1000, description="Q steps between two checks.")
+    min_spearman: Annotated[float, Field(gt=-1, le=1)] = Field(
+        0.99, description="Rank correlation of the weights now and one window earlier."
+    )
+    max_loss_change: PositiveFloat = Field(
+        0.01, description="Relative change of the mean dual loss between the last two windows."
+    )
+    max_steps: PositiveInt = Field(20_000, description="Cap on Q steps (reported if reached).")
+
+
 class TOMConfig(Section):
     """TOM's weight estimation: discriminator, dual-RL Q network, recency baseline (DESIGN §3)."""
 
@@ -49,21 +65,33 @@ class TOMConfig(Section):
     q_hidden_sizes: tuple[PositiveInt, ...] = Field(
         (256, 256), min_length=1, description="Q-network hidden widths (ReLU)."
     )
+    offline_convergence: DualConvergence | None = Field(
+        default_factory=DualConvergence,
+        description="One-off estimates train Q to this criterion; null: `q_steps` steps only.",
+    )
 
 
 class PMACConfig(Section):
     """PMAC / "live in the moment" (Wang et al. 2023): geometric decay with policy-version age."""
 
-    decay: Annotated[float, Field(gt=0, le=1)] = Field(
-        0.9, description="Weight decay per policy version of age."
+    decay: Annotated[float, Field(gt=0, lt=1)] = Field(
+        0.9, description="Mass kept by older versions when a new one begins (newest: 1 - decay)."
+    )
+    granularity: Literal["burst", "model_round", "snapshot"] = Field(
+        "burst",
+        description="What starts a policy version in MBPO: each SAC burst (the official code), "
+        "each model round, or each saved snapshot. A saved buffer has only snapshots, so the "
+        "offline study and `tomrepro weights` always group by snapshot.",
     )
 
 
 class VaGraMConfig(Section):
-    """VaGraM (Voelcker et al. 2022): value-gradient weights on the model's state outputs."""
+    """VaGraM (Voelcker et al. 2022): the model's state error weighted by the value gradient."""
 
-    clip: PositiveFloat = Field(
-        10.0, description="Clip on the per-dimension weights after normalising them to mean 1."
+    gradient_quantile: Annotated[float, Field(gt=0, le=1)] = Field(
+        0.95,
+        description="Value-gradient norms above this quantile (over the round's rows) are "
+        "scaled down to it (the authors' bound clipping).",
     )
 
 

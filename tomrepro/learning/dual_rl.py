@@ -14,10 +14,12 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import Any
 
+import numpy as np
 import torch
 
-from tomrepro.core.config import TOMConfig
+from tomrepro.core.learners import DualConvergence, TOMConfig
 from tomrepro.core.seeding import derive_seed
 from tomrepro.learning.networks import BatchedMLP
 from tomrepro.learning.sac import SquashedGaussianActor
@@ -61,11 +63,15 @@ class OccupancyRatioEstimator:
         return self.q(torch.cat((obs, act), dim=-1).unsqueeze(0))[0, :, 0]
 
     def _residual(
-        self, data: TransitionTensors, idx: torch.Tensor | slice, actor: SquashedGaussianActor
+        self,
+        data: TransitionTensors,
+        idx: torch.Tensor | slice,
+        actor: SquashedGaussianActor,
+        generator: torch.Generator,
     ) -> torch.Tensor:
         next_obs = data.next_observations[idx]
         with torch.no_grad():
-            next_action, _ = actor.sample(next_obs, self.generator)
+            next_action, _ = actor.sample(next_obs, generator)
         bootstrap = self.cfg.gamma * data.not_terminal[idx] * self._value(next_obs, next_action)
         return (
             data.rewards[idx] + bootstrap - self._value(data.observations[idx], data.actions[idx])
@@ -76,11 +82,12 @@ class OccupancyRatioEstimator:
         data: TransitionTensors,
         initial_observations: torch.Tensor,
         actor: SquashedGaussianActor,
+        steps: int | None = None,
     ) -> list[float]:
-        """`cfg.q_steps` Adam steps on the dual loss; returns the loss per step."""
+        """`steps` (default `cfg.q_steps`) Adam steps on the dual loss; the loss per step."""
         cfg, n, b = self.cfg, len(data), self.cfg.q_batch
         losses = []
-        for _ in range(cfg.q_steps):
+        for _ in range(cfg.q_steps if steps is None else steps):
             idx = torch.randint(0, n, (b,), generator=self.generator, device=self.device)
             pick = torch.randint(
                 0, len(initial_observations), (b,), generator=self.generator, device=self.device
@@ -106,11 +113,18 @@ class OccupancyRatioEstimator:
         return torch.stack(losses).tolist()
 
     @torch.no_grad()
-    def weights(self, data: TransitionTensors, actor: SquashedGaussianActor) -> torch.Tensor:
-        """w = f*'(e) for every row (a' drawn once per row), normalised to mean 1: (N,)."""
+    def weights(
+        self,
+        data: TransitionTensors,
+        actor: SquashedGaussianActor,
+        generator: torch.Generator | None = None,
+    ) -> torch.Tensor:
+        """w = f*'(e) for every row (a' drawn once per row, from `generator` or the
+        estimator's own stream), normalised to mean 1: (N,)."""
+        generator = self.generator if generator is None else generator
         e = torch.cat(
             [
-                self._residual(data, slice(start, start + WEIGHT_CHUNK), actor)
+                self._residual(data, slice(start, start + WEIGHT_CHUNK), actor, generator)
                 for start in range(0, len(data), WEIGHT_CHUNK)
             ]
         )
@@ -122,3 +136,47 @@ class OccupancyRatioEstimator:
             # Every residual fell below -1: the chi2 weights carry no information this round.
             return torch.ones_like(w)
         return w / w.mean()
+
+
+def fit_to_convergence(
+    estimator: OccupancyRatioEstimator,
+    data: TransitionTensors,
+    initial_observations: torch.Tensor,
+    actor: SquashedGaussianActor,
+    rule: DualConvergence,
+) -> tuple[list[float], dict[str, Any]]:
+    """Windows of Q steps until the weights' rank order and the dual loss have settled (or the
+    cap): the loss per step, and the criterion's values after every window."""
+    from scipy.stats import spearmanr
+
+    losses: list[float] = []
+    spearman: list[float] = []
+    change: list[float] = []
+    previous: tuple[np.ndarray, list[float]] | None = None
+    check_seed = int(estimator.generator.initial_seed()) ^ 0x5EED
+    converged = False
+    while len(losses) < rule.max_steps and not converged:
+        window = estimator.fit(data, initial_observations, actor, steps=rule.window)
+        # The same a' draws at every check, so that the comparison sees Q change, not the
+        # read-out's sampling noise.
+        readout = torch.Generator(device=estimator.device).manual_seed(check_seed)
+        weights = estimator.weights(data, actor, readout).cpu().numpy()
+        if previous is not None:
+            if np.ptp(weights) == 0 or np.ptp(previous[0]) == 0:
+                rho = 1.0 if np.array_equal(weights, previous[0]) else -1.0
+            else:
+                rho = float(spearmanr(weights, previous[0]).statistic)
+            before = float(np.mean(previous[1]))
+            rel = abs(float(np.mean(window)) - before) / max(abs(before), 1e-12)
+            spearman.append(rho)
+            change.append(rel)
+            converged = rho >= rule.min_spearman and rel <= rule.max_loss_change
+        previous = (weights, window)
+        losses += window
+    return losses, {
+        "steps": len(losses),
+        "converged": converged,
+        "spearman": spearman,
+        "loss_change": change,
+        "rule": rule.model_dump(),
+    }

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -43,6 +44,7 @@ class DynamicsModel(nn.Module):
     target_mean: torch.Tensor
     target_std: torch.Tensor
     elites: torch.Tensor
+    deterministic: torch.Tensor
 
     def __init__(self, cfg: ModelConfig, obs_dim: int, act_dim: int) -> None:
         super().__init__()
@@ -58,6 +60,8 @@ class DynamicsModel(nn.Module):
         self.register_buffer("target_mean", torch.zeros(out_dim))
         self.register_buffer("target_std", torch.ones(out_dim))
         self.register_buffer("elites", torch.arange(cfg.elites))
+        # Fitted by a squared error of the mean (VaGraM): its variance heads were never trained.
+        self.register_buffer("deterministic", torch.zeros((), dtype=torch.bool))
 
     @property
     def members(self) -> int:
@@ -102,9 +106,15 @@ class DynamicsModel(nn.Module):
     def sample(
         self, obs: torch.Tensor, act: torch.Tensor, generator: torch.Generator
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        """One draw per row from a uniformly chosen elite: next observation and reward."""
+        """One draw per row from a uniformly chosen elite (its mean if the model is
+        deterministic): next observation and reward."""
         x = self.normalize_inputs(torch.cat((obs, act), dim=-1))
-        draws = torch.cat([self.net.sample(c, generator) for c in self._per_member(x)], dim=1)
+        draw = (
+            self.net.mean
+            if bool(self.deterministic)
+            else partial(self.net.sample, generator=generator)
+        )
+        draws = torch.cat([draw(c) for c in self._per_member(x)], dim=1)
         pick = torch.randint(
             0, len(self.elites), (obs.shape[0],), generator=generator, device=obs.device
         )

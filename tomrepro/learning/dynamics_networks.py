@@ -45,13 +45,11 @@ class GaussianEnsemble(nn.Module):
         logvar = self.min_logvar + F.softplus(logvar - self.min_logvar)
         return mean, logvar
 
-    def nll(
-        self, x: torch.Tensor, y: torch.Tensor, dim_weights: torch.Tensor | None = None
-    ) -> torch.Tensor:
-        """Gaussian NLL summed over output dims, each optionally weighted: (E, B)."""
+    def nll(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        """Gaussian NLL summed over output dims: (E, B)."""
         mean, logvar = self(x)
         per_dim = 0.5 * ((mean - y).square() * torch.exp(-logvar) + logvar + _LOG_2PI)
-        return (per_dim if dim_weights is None else per_dim * dim_weights).sum(-1)
+        return per_dim.sum(-1)
 
     def regularizer(self) -> torch.Tensor:
         return LOGVAR_BOUND_PENALTY * (self.max_logvar.sum() - self.min_logvar.sum())
@@ -89,14 +87,12 @@ class MixtureDensityNetwork(nn.Module):
         var = F.softplus(raw_var) + F.softplus(self.noise)
         return mean, var, torch.log_softmax(logits, dim=-1)
 
-    def nll(
-        self, x: torch.Tensor, y: torch.Tensor, dim_weights: torch.Tensor | None = None
-    ) -> torch.Tensor:
-        """Mixture NLL summed over output dims, each optionally weighted: (1, B)."""
+    def nll(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        """Mixture NLL summed over output dims: (1, B)."""
         mean, var, log_w = self(x)
         log_comp = -0.5 * ((y.unsqueeze(-1) - mean).square() / var + torch.log(var) + _LOG_2PI)
         per_dim = -torch.logsumexp(log_w + log_comp, dim=-1)
-        return (per_dim if dim_weights is None else per_dim * dim_weights).sum(-1)
+        return per_dim.sum(-1)
 
     def regularizer(self) -> torch.Tensor:
         return torch.zeros((), device=self.noise.device)

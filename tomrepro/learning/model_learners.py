@@ -16,7 +16,7 @@ per-row-per-output loss weights, and the distribution of rollout start states.
 from __future__ import annotations
 
 import copy
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -41,8 +41,13 @@ class PlanInputs:
 
     columns: Mapping[str, np.ndarray]
     actor: SquashedGaussianActor
-    version: int  # the policy version the plan is for (PMAC's age origin)
+    version: int  # the policy version the plan is for
     critic: TwinCritic | None = None  # SAC's critic in MBPO; None for a policy snapshot
+    critic_target: TwinCritic | None = None
+    # Per-row policy-version groups at a granularity ("burst", "model_round", "snapshot"): the
+    # MBPO loop knows its update schedule; None where only snapshots exist.
+    groups: Callable[[str], np.ndarray] | None = None
+    one_off: bool = False  # a saved snapshot, no earlier rounds: estimators train to convergence
 
 
 @dataclass(frozen=True)
@@ -55,6 +60,7 @@ class LearnerPlan:
     diagnostics: dict[str, Any] = field(default_factory=dict)
     # Why the learner fell back to MLE this round (MBPO accepts that; a one-off plan refuses).
     inactive_reason: str | None = None
+    clip_weights: bool = True  # resampling clips row weights at model.weight_clip (PMAC: never)
 
     def weights_or_uniform(self, rows: int) -> np.ndarray:
         return np.ones(rows) if self.row_weights is None else self.row_weights
@@ -91,12 +97,14 @@ class TOMLearner(ModelLearner):
 
     def plan(self, inputs: PlanInputs) -> LearnerPlan:
         columns = inputs.columns
-        rows, k = len(columns["rewards"]), self.cfg.recent_size
+        # As the official code's cur_pol_pool: only transitions a policy collected count toward
+        # D^pi, not the exploration phase's (policy version 0).
+        rows, k = int((columns["policy_versions"] >= 1).sum()), self.cfg.recent_size
         if rows < k:
             return LearnerPlan(
                 diagnostics={"tom_active": False},
-                inactive_reason=f"the buffer prefix holds {rows} transitions, fewer than the "
-                f"{k} that D^pi needs (tom.recent_size)",
+                inactive_reason=f"the buffer prefix holds {rows} transitions collected by a "
+                f"policy, fewer than the {k} that D^pi needs (tom.recent_size)",
             )
         obs_dim, act_dim = columns["observations"].shape[1], columns["actions"].shape[1]
         if self.estimator is None:
@@ -110,6 +118,7 @@ class TOMLearner(ModelLearner):
             use_discriminator=self.use_discriminator,
             seed=self.seed,
             discriminator_seed=derive_seed(self.seed, "tom/discriminator", self.rounds),
+            converge=self.cfg.offline_convergence if inputs.one_off else None,
             device=self.device,
             estimator=self.estimator,
         )
@@ -148,56 +157,76 @@ class PMACLearner(ModelLearner):
         super().__init__(params, seed=seed, device=device)
 
     def plan(self, inputs: PlanInputs) -> LearnerPlan:
-        w = pmac_weights(inputs.columns["policy_versions"], inputs.version, self.params.decay)
-        return LearnerPlan(w, None, w, weight_summary(w))
+        granularity = self.params.granularity if inputs.groups is not None else "snapshot"
+        groups = (
+            inputs.columns["policy_versions"]
+            if inputs.groups is None
+            else inputs.groups(granularity)
+        )
+        w = pmac_weights(groups, self.params.decay)
+        diagnostics = {"granularity": granularity, "versions": int(groups.max()) + 1}
+        return LearnerPlan(w, None, w, {**diagnostics, **weight_summary(w)}, clip_weights=False)
 
 
 class VaGraMLearner(ModelLearner):
+    """VaGraM as its authors' code (Voelcker et al. 2022, pairlab/vagram, `vaml_mlp.py`) runs it:
+    the model's mean f is fitted by sum_i (g_i (f_i - s'_i))^2 on the state change plus an
+    unweighted squared reward error, in raw units (`model_training.weighted_squared_error`),
+    and used deterministically. g = dV/ds' averaged over the four critic heads (online and
+    target twins; the authors' `use_all_vf`) at the actor's mean action, detached (their
+    `values()`); g's norm is scaled down to its `gradient_quantile` (0.95, their bound
+    clipping), the quantile taken over this round's rows, not per minibatch. TOM's `vaml.py`
+    differs: an MDN whose per-dimension NLL (not a squared error) is multiplied by g, with
+    the reward and state columns misaligned; see the report's deviation list."""
+
     def __init__(self, params: VaGraMConfig, *, seed: int, device: torch.device) -> None:
         super().__init__(params, seed=seed, device=device)
-        self.weight_clip = params.clip
 
     def plan(self, inputs: PlanInputs) -> LearnerPlan:
         if inputs.critic is None:
             raise TomreproError("vagram needs a critic, which a policy snapshot does not have")
-        columns = inputs.columns
-        next_obs = columns["next_observations"]
-        scale = (next_obs - columns["observations"]).std(0)
-        scale[scale < 1e-6] = 1.0
-        grads = value_gradients(inputs.actor, inputs.critic, next_obs, self.device)
-        state_w = np.square(grads * scale)
-        state_w /= max(float(state_w.mean()), 1e-12)
-        state_w = np.minimum(state_w, self.weight_clip)
-        target_w = np.concatenate((state_w, np.ones((len(state_w), 1))), axis=1)
-        per_dim = state_w.mean(0)
+        critics = [c for c in (inputs.critic, inputs.critic_target) if c is not None]
+        g = value_gradients(inputs.actor, critics, inputs.columns["next_observations"], self.device)
+        norms = np.linalg.norm(g, axis=1)
+        bound = float(np.quantile(norms, self.params.gradient_quantile))
+        scale = np.minimum(1.0, bound / np.maximum(norms, 1e-12))
+        g = g * scale[:, None]
+        target_w = np.concatenate((np.square(g), np.ones((len(g), 1))), axis=1)
         return LearnerPlan(
             None,
             target_w.astype(np.float32),
             None,
             {
-                "state_dim_weight_mean": per_dim.tolist(),
-                "clipped_share": float((state_w >= self.weight_clip).mean()),
+                "gradient_norm_bound": bound,
+                "clipped_share": float((norms > bound).mean()),
+                "state_dim_weight_mean": np.square(g).mean(0).tolist(),
             },
         )
 
 
 def value_gradients(
-    actor: SquashedGaussianActor, critic: TwinCritic, states: np.ndarray, device: torch.device
+    actor: SquashedGaussianActor,
+    critics: list[TwinCritic],
+    states: np.ndarray,
+    device: torch.device,
 ) -> np.ndarray:
-    """∂V/∂s with V(s) = min_j Q_j(s, μ(s)) (the mean action), for every row: (N, obs_dim)."""
+    """dV/ds for every row, V(s) = the mean over all heads of `critics` of Q(s, a), a = the
+    actor's mean action at s, held fixed (detached): (N, obs_dim)."""
     out = np.empty(states.shape, dtype=np.float32)
-    critic.requires_grad_(False)
+    for critic in critics:
+        critic.requires_grad_(False)
     try:
         for start in range(0, len(states), VALUE_GRADIENT_CHUNK):
             s = torch.as_tensor(states[start : start + VALUE_GRADIENT_CHUNK], device=device)
+            with torch.no_grad():
+                mean, _ = actor.distribution(s)
+                action = torch.tanh(mean) * actor.action_scale + actor.action_bias
             s.requires_grad_(True)
-            mean, _ = actor.distribution(s)
-            action = torch.tanh(mean) * actor.action_scale + actor.action_bias
-            value = critic(s, action).amin(0).sum()
+            value = torch.cat([critic(s, action) for critic in critics]).mean(0).sum()
             (grad,) = torch.autograd.grad(value, s)
             out[start : start + len(s)] = grad.cpu().numpy()
     finally:
-        critic.requires_grad_(True)
+        critics[0].requires_grad_(True)  # the online critic trains; a target never does
     return out
 
 
@@ -240,7 +269,9 @@ def plan_for_snapshot(
         raise TomreproError(
             f"learner {name!r} needs a critic, which a policy snapshot does not have"
         )
-    plan = build_learner(name, profile, seed, device).plan(PlanInputs(columns, actor, version))
+    plan = build_learner(name, profile, seed, device).plan(
+        PlanInputs(columns, actor, version, one_off=True)
+    )
     if plan.inactive_reason is not None:
         raise TomreproError(plan.inactive_reason)
     return plan

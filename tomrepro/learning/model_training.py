@@ -10,8 +10,10 @@ it drives early stopping
 (stop after `patience` epochs in which no member improved by `min_improvement`), the best
 weights of each member are restored, and the `elites` best members are kept for prediction.
 
-Optional per-row, per-output `target_weights` (N, out) scale each output dimension's NLL term
-(VaGraM's value-gradient weighting). `warm_start` keeps the current parameters (an online loop
+Optional per-row, per-output `target_weights` W (N, out) replace the likelihood by a weighted
+squared error of the mean in the targets' raw units, sum_j W_j (f_j - y_j)^2 (VaGraM: W = g^2 on
+the state outputs, 1 on the reward); such a model is marked deterministic, so rollouts use its
+mean as VaGraM's deterministic models do. `warm_start` keeps the current parameters (an online loop
 refits every few hundred steps, as MBPO does); the normalisation is always refitted to the data.
 """
 
@@ -107,11 +109,17 @@ class SplitWeights:
 
 
 def split_weights(
-    w: np.ndarray, train: np.ndarray, hold: np.ndarray, cfg: ModelConfig, device: torch.device
+    w: np.ndarray,
+    train: np.ndarray,
+    hold: np.ndarray,
+    cfg: ModelConfig,
+    device: torch.device,
+    clip: bool = True,
 ) -> SplitWeights:
     if cfg.weighting == "resample":
-        draw_probs, train_w = np.minimum(w[train], cfg.weight_clip), None
-        hold_w = np.minimum(w[hold], cfg.weight_clip)
+        limit = cfg.weight_clip if clip else np.inf
+        draw_probs, train_w = np.minimum(w[train], limit), None
+        hold_w = np.minimum(w[hold], limit)
     else:
         draw_probs = np.ones(len(train))
         train_w = torch.as_tensor(w[train] / w[train].mean(), dtype=torch.float32, device=device)
@@ -179,10 +187,12 @@ def fit_dynamics(
     warm_start: bool = False,
     max_epochs: int | None = None,
     batches_per_epoch: int | None = None,
+    clip_weights: bool = True,
 ) -> FitLog:
     """Fit `model` in place on rows (N, in) -> (N, out) with optional per-row weights.
 
-    `max_epochs` and `batches_per_epoch` override the model config's caps for this fit.
+    `max_epochs` and `batches_per_epoch` override the model config's caps for this fit;
+    `clip_weights=False` resamples ∝ the weights unclipped (PMAC's probabilities).
     """
     cfg: ModelConfig = model.cfg
     n = len(inputs)
@@ -202,7 +212,7 @@ def fit_dynamics(
     dim_train = None if dim_w is None else torch.as_tensor(dim_w[train], device=device)
     x_hold = torch.as_tensor(inputs[hold], device=device)
     y_hold = torch.as_tensor(targets[hold], device=device)
-    weighting = split_weights(w, train, hold, cfg, device)
+    weighting = split_weights(w, train, hold, cfg, device, clip_weights)
     train_w = weighting.train_weights
     sampler = IndexSampler(weighting.draw_probs, device, generator)
 
@@ -217,7 +227,10 @@ def fit_dynamics(
             idx = sampler.draw((members, batch))  # (E, B): each member its own minibatch
             x = model.normalize_inputs(x_train[idx])
             y = model.normalize_targets(y_train[idx])
-            nll = model.net.nll(x, y, None if dim_train is None else dim_train[idx])  # (E, B)
+            if dim_train is None:
+                nll = model.net.nll(x, y)  # (E, B)
+            else:
+                nll = weighted_squared_error(model, x, y, dim_train[idx])
             if train_w is not None:
                 nll = nll * train_w[idx]
             member_loss = nll.mean(1)  # (E,)
@@ -240,8 +253,17 @@ def fit_dynamics(
         if stopping.update(epoch, holdout):
             break
     stopping.restore_and_pick_elites()
+    model.deterministic.fill_(dim_w is not None)
     log.seconds = time.perf_counter() - start
     return log
+
+
+def weighted_squared_error(
+    model: DynamicsModel, x: torch.Tensor, y: torch.Tensor, weights: torch.Tensor
+) -> torch.Tensor:
+    """sum_j W_j (f_j - y_j)^2 in raw target units, from normalised x, y (E, B, .): (E, B)."""
+    error = (model.net.mean(x) - y) * model.target_std
+    return (weights * error.square()).sum(-1)
 
 
 @torch.no_grad()

@@ -18,11 +18,15 @@ from typing import Any
 import numpy as np
 import torch
 
-from tomrepro.core.config import TOMConfig
 from tomrepro.core.errors import TomreproError
+from tomrepro.core.learners import DualConvergence, TOMConfig
 from tomrepro.core.seeding import derive_seed
 from tomrepro.learning.discriminator import discriminator_reward, train_discriminator
-from tomrepro.learning.dual_rl import OccupancyRatioEstimator, TransitionTensors
+from tomrepro.learning.dual_rl import (
+    OccupancyRatioEstimator,
+    TransitionTensors,
+    fit_to_convergence,
+)
 from tomrepro.learning.sac import SquashedGaussianActor
 
 QUANTILES = (0.0, 0.01, 0.1, 0.25, 0.5, 0.75, 0.9, 0.99, 1.0)
@@ -57,10 +61,13 @@ def estimate_tom_weights(
     device: torch.device,
     estimator: OccupancyRatioEstimator | None = None,
     discriminator_seed: int | None = None,
+    converge: DualConvergence | None = None,
 ) -> tuple[WeightEstimate, OccupancyRatioEstimator]:
     """Weights for every row of `columns` under `actor`; pass `estimator` back in to keep Q.
 
-    `seed` seeds a new estimator; the discriminator's seed defaults to round 0's of `seed`."""
+    `seed` seeds a new estimator; the discriminator's seed defaults to round 0's of `seed`.
+    With `converge`, Q trains in windows until that criterion holds (a one-off estimate)
+    instead of `cfg.q_steps` steps (an online round, whose Q persists)."""
     if discriminator_seed is None:
         discriminator_seed = derive_seed(seed, "tom/discriminator", 0)
     n, k = len(columns["rewards"]), cfg.recent_size
@@ -107,7 +114,12 @@ def estimate_tom_weights(
     if estimator is None:
         estimator = OccupancyRatioEstimator(obs_dim, act_dim, cfg, device, seed)
     tick = time.perf_counter()
-    diagnostics["q_loss"] = estimator.fit(data, initial, actor)
+    if converge is None:
+        diagnostics["q_loss"] = estimator.fit(data, initial, actor)
+    else:
+        diagnostics["q_loss"], diagnostics["q_convergence"] = fit_to_convergence(
+            estimator, data, initial, actor, converge
+        )
     seconds["dual_q"] = time.perf_counter() - tick
     tick = time.perf_counter()
     weights = estimator.weights(data, actor).cpu().numpy().astype(np.float64)

@@ -9,7 +9,9 @@ Per env step t (MBPO, Janner et al. 2019, with the official TOM code's settings)
   real buffer (weights, rollout starts), a weighted fit of the dynamics model (cold the first
   time, warm-started after), `rollout_batch` branched model rollouts into the model pool;
 - one env step (uniform actions during the random phase, then the live actor with step-indexed
-  noise), then `updates_per_step` SAC updates on 5 % real / 95 % model minibatches.
+  noise), then, where the update schedule says so (`loops/update_schedule.py`: the official
+  TOM schedule, bursts of 20 at epoch-local steps 0, 4, 8, ..., or a burst every step), a burst
+  of `updates_per_step` SAC updates on 5 % real / 95 % model minibatches.
 
 A continuation starts from the prefix of a collected buffer at snapshot K and the agent
 checkpoint saved there (actor, critics, temperature, optimisers, and the env mid-episode), so
@@ -66,6 +68,7 @@ from tomrepro.loops.collect import CollectPaths
 from tomrepro.loops.episode_recorder import EpisodeRecorder, restore_episode, save_episode
 from tomrepro.loops.policy_evaluation import evaluate_policy
 from tomrepro.loops.run_directory import RunDirectory, Start
+from tomrepro.loops.update_schedule import UpdateSchedule
 
 log = logging.getLogger(__name__)
 PHASES = ("env", "sac", "weights", "model_fit", "rollout", "eval", "checkpoint")
@@ -152,6 +155,7 @@ class _State:
     loop: LoopState
     timer: PhaseTimer = field(default_factory=lambda: PhaseTimer(PHASES))
     snapshots: list[PolicySnapshot] = field(default_factory=list)
+    last_stats: torch.Tensor | None = None  # the latest burst's SAC statistics
 
 
 class MBPORun:
@@ -187,6 +191,14 @@ class MBPORun:
         else:
             self._open_source(start, task)
         self.config = self._run_config()
+        self.schedule = UpdateSchedule(
+            self.cfg.update_schedule,
+            self.cfg.updates_per_step,
+            self.cfg.max_updates_per_step,
+            self.cfg.epoch_length,
+            self.first_step,
+            self.cfg.random_steps if start is None else self.first_step,
+        )
 
     # --- configuration ---------------------------------------------------------------------------
 
@@ -346,7 +358,7 @@ class MBPORun:
         if ckpt is not None:
             self._resume(state, ckpt)
         cfg, task = self.cfg, self.task
-        random_until = cfg.random_steps if self.start is None else self.first_step
+        random_until = self.schedule.policy_start
         normal = StepNoise(derive_seed(self.seed, "exploration"), task.act_dim, "normal")
         uniform = StepNoise(derive_seed(self.seed, "exploration"), task.act_dim, "uniform")
         low, high = state.env.action_space.low, state.env.action_space.high
@@ -391,12 +403,12 @@ class MBPORun:
                 state.loop.last_train_return = finished
             tock = time.perf_counter()
             state.timer.add("env", tock - tick)
-            if step >= random_until:
-                stats = self._train_agent(state)
-                epoch_ends = (step + 1 - self.first_step) % cfg.epoch_length == 0
-                if epoch_ends or step + 1 == self.end_step:
-                    state.loop.sac_stats = stats.tolist()
+            if self.schedule.burst_at(step):
+                state.last_stats = self._train_agent(state)
                 state.timer.add("sac", time.perf_counter() - tock)
+            epoch_ends = (step + 1 - self.first_step) % cfg.epoch_length == 0
+            if (epoch_ends or step + 1 == self.end_step) and state.last_stats is not None:
+                state.loop.sac_stats = state.last_stats.tolist()
             state.loop.step += 1
             bar.update(1)
         bar.close()
@@ -412,7 +424,8 @@ class MBPORun:
             return state.sac.actor.act(obs[None], eps[None])[0].cpu().numpy()
 
     def _train_agent(self, state: _State) -> torch.Tensor:
-        """`updates_per_step` SAC updates on mixed real/model minibatches; the last one's stats."""
+        """A burst of `updates_per_step` SAC updates on mixed real/model minibatches; the last
+        one's stats."""
         for _ in range(self.cfg.updates_per_step):
             stats = state.sac.update(state.sampler.sample())
         state.loop.updates += self.cfg.updates_per_step
@@ -424,7 +437,14 @@ class MBPORun:
         tick = time.perf_counter()
         columns = state.buffer.columns()
         plan = state.learner.plan(
-            PlanInputs(columns, state.sac.actor, state.loop.version, state.sac.critic)
+            PlanInputs(
+                columns,
+                state.sac.actor,
+                state.loop.version,
+                state.sac.critic,
+                state.sac.critic_target,
+                groups=lambda granularity: self._version_groups(columns, granularity),
+            )
         )
         tock = time.perf_counter()
         timer.add("weights", tock - tick)
@@ -439,6 +459,7 @@ class MBPORun:
             warm_start=not cold,
             max_epochs=None if cold else cfg.model_max_epochs,
             batches_per_epoch=None if cold else cfg.model_batches_per_epoch,
+            clip_weights=plan.clip_weights,
         )
         tick = time.perf_counter()
         timer.add("model_fit", tick - tock)
@@ -479,6 +500,18 @@ class MBPORun:
         else:
             state.loop.last_round["weight_ess_share"] = 1.0
             state.loop.last_round["weight_max"] = 1.0
+
+    def _version_groups(self, columns: dict[str, np.ndarray], granularity: str) -> np.ndarray:
+        """Each row's policy-version group: rows before the policy phase (random steps, or a
+        continuation's prefix) are group 0, like the official code's exploration data."""
+        steps = columns["env_steps"]
+        start = self.schedule.policy_start
+        if granularity == "snapshot":
+            return columns["policy_versions"].astype(np.int64)
+        if granularity == "model_round":
+            rounds = (steps - start) // self.cfg.model_train_every + 1
+            return np.where(steps >= start, rounds, 0).astype(np.int64)
+        return np.where(steps >= start, self.schedule.bursts_before(steps), 0).astype(np.int64)
 
     def _evaluate(self, state: _State) -> None:
         """Test episodes and a curve row; the epoch's phase timings go into the row."""

@@ -49,7 +49,11 @@ from tomrepro.core.seeding import derive_seed
 from tomrepro.core.tasks import get_task
 from tomrepro.learning.devices import resolve_device
 from tomrepro.learning.dynamics_model import DynamicsModel
-from tomrepro.learning.model_learners import learner_fingerprint, plan_for_snapshot
+from tomrepro.learning.model_learners import (
+    LearnerPlan,
+    learner_fingerprint,
+    plan_for_snapshot,
+)
 from tomrepro.learning.model_training import fit_on_columns
 from tomrepro.learning.policy import SnapshotPolicy
 from tomrepro.learning.sac import SquashedGaussianActor
@@ -182,10 +186,11 @@ class OfflineStudy:
             noise = StepNoise(derive_seed(seed, "exploration"), task.act_dim, "normal")
             episodes = rollout(
                 task,
-                self.cfg.eval_steps,
+                0,
                 seed,
                 act=lambda obs, t: policy.act(obs, noise.at(t)),
                 policy_version=snapshot,
+                episodes=self.cfg.eval_episodes,
             )
             write_buffer(
                 path,
@@ -196,25 +201,33 @@ class OfflineStudy:
             )
         return read_buffer(path).buffer.columns()
 
-    def _weights(
-        self, cols: dict[str, np.ndarray], cell: Cell
-    ) -> tuple[np.ndarray, dict[str, Any]]:
+    def _plan(self, cols: dict[str, np.ndarray], cell: Cell) -> LearnerPlan:
         """The cell's learner, built fresh, planning for snapshot pi_k on the prefix."""
         actor = SquashedGaussianActor.from_tensors(
             read_snapshot(self.buffer_path, cell.snapshot).tensors
         )
-        plan = plan_for_snapshot(
+        return plan_for_snapshot(
             cell.learner, self.profile, cols, actor, cell.snapshot, cell.seed, self.device
         )
-        keep = ("seconds", "reward_mean_recent", "reward_mean_older")
-        diagnostics = {k: plan.diagnostics[k] for k in keep if k in plan.diagnostics}
-        return plan.weights_or_uniform(len(cols["rewards"])), diagnostics
 
     def _run_cell(self, loaded: BufferFile, cell: Cell) -> dict[str, Any]:
         start = time.perf_counter()
         prefix = loaded.buffer.prefix(loaded.snapshot_steps[cell.snapshot])
         cols = prefix.columns()
-        weights, diagnostics = self._weights(cols, cell)
+        plan = self._plan(cols, cell)
+        weights = plan.weights_or_uniform(len(cols["rewards"]))
+        keep = (
+            "seconds",
+            "reward_mean_recent",
+            "reward_mean_older",
+            "granularity",
+            "q_convergence",
+        )
+        diagnostics = {k: plan.diagnostics[k] for k in keep if k in plan.diagnostics}
+        if "q_loss" in plan.diagnostics:  # the dual's loss curve, as means over 100 steps
+            loss = np.asarray(plan.diagnostics["q_loss"])
+            chunks = np.array_split(loss, max(1, len(loss) // 100))
+            diagnostics["q_loss_per_100_steps"] = [float(c.mean()) for c in chunks]
         weight_seconds = time.perf_counter() - start
         model = DynamicsModel(self.profile.model, prefix.obs_dim, prefix.act_dim)
         fit = fit_on_columns(
@@ -223,6 +236,7 @@ class OfflineStudy:
             weights,
             torch.Generator().manual_seed(derive_seed(cell.seed, "model_fit")),
             self.device,
+            clip_weights=plan.clip_weights,
         )
         episodes = self._eval_episodes(loaded, cell.snapshot)
         scale = error_scale(episodes)  # one scale per snapshot: methods compared in equal units
@@ -242,6 +256,8 @@ class OfflineStudy:
             "seed": cell.seed,
             "env_step": loaded.snapshot_steps[cell.snapshot],
             "rows": len(prefix),
+            "eval_start_states": int((episodes["episode_steps"] == 0).sum()),
+            "eval_rows": len(episodes["rewards"]),
             "on_policy": on_policy.as_dict(),
             "buffer": on_buffer.as_dict(),
             "weight_by_age": recency["weight_by_age"].tolist(),
@@ -329,7 +345,13 @@ def study_datasets(
         (*dims, "age_bin"),
         grid(lambda r: r["weight_by_age"], cfg.age_bins),
     )
-    for name in ("newest_oldest_ratio", "spearman_recency", "ess_share", "fit_epochs"):
+    for name in (
+        "newest_oldest_ratio",
+        "spearman_recency",
+        "ess_share",
+        "fit_epochs",
+        "eval_start_states",
+    ):
         data_vars[name] = (dims, grid(lambda r, n=name: r[n]))
     ds = xr.Dataset(
         data_vars,

@@ -23,12 +23,17 @@ def rollout(
     seed: int,
     act: Callable[[np.ndarray, int], np.ndarray] | None = None,
     policy_version: int = 0,
+    episodes: int | None = None,
 ) -> ReplayBuffer:
-    """Step `task` for `env_steps` steps; `act(obs, step)` chooses actions (None: uniform).
+    """Step `task` for `env_steps` steps, or (`episodes`) until that many episodes are complete
+    (ended by termination or the time limit, so no episode is cut); `act(obs, step)` chooses
+    actions (None: uniform).
 
     Deterministic in `seed`: the first reset and the uniform actions (`StepNoise`; Gymnasium's
     action-space sampler would need separate seeding) take seeds derived from it.
     """
+    if episodes is not None:
+        env_steps = episodes * task.max_episode_steps
     if env_steps <= 0:
         raise ValueError("env_steps must be positive")
     env = task.make_env()
@@ -45,6 +50,8 @@ def rollout(
     try:
         for step in range(env_steps):
             obs, _ = recorder.step(obs, act(obs, step), step, policy_version)
+            if episodes is not None and recorder.episode == episodes:
+                break
     finally:
         env.close()
     return buffer
