@@ -67,12 +67,14 @@ def test_c6_tom_objective_lower_bounds_log_return_on_200_mdps():
 # --- PMAC --------------------------------------------------------------------------------------
 
 
-def test_pmac_weights_decay_geometrically_with_policy_age():
-    w = pmac_weights(np.array([0, 0, 1, 2, 3]), current_version=3, decay=0.5)
-    np.testing.assert_allclose(w / w[-1], [0.125, 0.125, 0.25, 0.5, 1.0])
+def test_pmac_group_masses_decay_geometrically_with_policy_age():
+    """Newest group mass 1 - d, older ones x d per newer group, group 0 d^G; equal shares."""
+    w = pmac_weights(np.array([0, 0, 1, 2, 3, 3]), decay=0.5)
+    p = w / w.sum()
+    np.testing.assert_allclose(p, [0.0625, 0.0625, 0.125, 0.25, 0.25, 0.25])
     assert w.mean() == pytest.approx(1.0)
     with pytest.raises(ValueError):
-        pmac_weights(np.array([4]), current_version=3)
+        pmac_weights(np.array([-1, 0]))
 
 
 # --- sampled data on a real task ------------------------------------------------------------------
@@ -172,7 +174,14 @@ def test_weights_command_writes_weights_that_train_model_accepts(
     assert data["env_steps"][-1] == 1499
     assert data["weights"].mean() == pytest.approx(1.0)
     if method.startswith("tom"):
-        assert len(report["q_loss"]) == 200 and "effective_sample_share" in report
+        # A one-off estimate trains Q in windows until the profile's criterion (or its cap).
+        conv = report["q_convergence"]
+        assert len(report["q_loss"]) == conv["steps"] <= conv["rule"]["max_steps"]
+        assert conv["steps"] % conv["rule"]["window"] == 0 and "effective_sample_share" in report
+        met = conv["spearman"][-1] >= conv["rule"]["min_spearman"] and (
+            conv["loss_change"][-1] <= conv["rule"]["max_loss_change"]
+        )
+        assert conv["converged"] == met
     code, _, err = run_cli(
         "train-model",
         smoke_buffer,

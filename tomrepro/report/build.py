@@ -11,6 +11,7 @@ from tomrepro.analysis.analyse import load_claims
 from tomrepro.analysis.claims import STATEMENTS, ClaimResult
 from tomrepro.core.atomic import atomic_path, make_parent
 from tomrepro.core.config import ProfileConfig
+from tomrepro.core.deviations import applicable_deviations
 from tomrepro.core.errors import TomreproError
 from tomrepro.core.stage_time import read_stage_times
 from tomrepro.report import metadata
@@ -29,23 +30,6 @@ from tomrepro.report.figures import FIGURES, draw_all
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
 # Claims measured exactly (finite MDPs): a number without an interval.
 EXACT_CLAIMS = ("C5", "C6")
-
-# Choices of this implementation that differ from the official TOM code or from MBPO, whatever
-# the profile; the profile's own scale-downs are listed by `_profile_deviations`.
-DEVIATIONS = (
-    "Each MBPO model round starts a fresh Adam optimiser on the warm-started weights (the "
-    "official code keeps the optimiser) and refits the input/output normalisation (as "
-    "mbpo_pytorch does).",
-    "Warm model rounds stop after at most `mbpo.model_max_epochs` epochs; MBPO relies on early "
-    "stopping alone.",
-    "TOM's discriminator trains all of its layers; the official code trains only the last ones.",
-    "MBPO acts with its live actor; a policy version names the snapshot its actor started from "
-    "(taken at every epoch), not its exact parameters.",
-    "VaGraM is the diagonal value-gradient weighting of each state output's NLL term; the reward "
-    "output keeps weight 1.",
-    "Verdicts use percentile-bootstrap intervals over seeds (MBPO) or snapshot x seed cells "
-    "(offline study); the paper reports means and standard errors without a decision rule.",
-)
 
 
 def _fmt(x: Any) -> str:
@@ -80,40 +64,6 @@ def _evidence_items(evidence: dict[str, Any], prefix: str = "") -> list[str]:
         else:
             items.append(f"{name}: {_fmt(value)}")
     return items
-
-
-def _profile_deviations(profile: ProfileConfig) -> list[str]:
-    """The profile's scale-downs against the paper's settings, read from its config."""
-    out = []
-    if profile.mbpo is not None:
-        m = profile.mbpo
-        if m.updates_per_step != 20:
-            out.append(f"MBPO: {m.updates_per_step} SAC updates per env step (MBPO uses 20).")
-        paper_tasks = {"Hopper-v5", "Walker2d-v5", "HalfCheetah-v5"}
-        if not set(m.tasks) & paper_tasks:
-            out.append(
-                f"MBPO from scratch on {', '.join(m.tasks)} for {m.env_steps} env steps; the "
-                "paper's learning curves are on MuJoCo locomotion tasks for 125k-300k steps."
-            )
-        out.append(
-            f"Continuations: {m.continue_env_steps} env steps from snapshot(s) "
-            f"{', '.join(map(str, m.continue_snapshots))}; seeds {', '.join(map(str, m.seeds))}."
-        )
-    model = profile.model
-    if model.family == "ensemble":
-        caps = f"at most {model.max_epochs} epochs per cold fit"
-        if profile.mbpo is not None and profile.mbpo.model_batches_per_epoch is not None:
-            caps += f", {profile.mbpo.model_batches_per_epoch} minibatches per warm MBPO epoch"
-        out.append(
-            f"Dynamics model: MBPO's ensemble ({model.ensemble_size} members, {model.elites} "
-            f"elites; {caps}); the official TOM code fits one mixture-density network."
-        )
-    if profile.collect.task != "Hopper-v5" or profile.collect.env_steps < 100_000:
-        out.append(
-            f"The offline study's buffer: {profile.collect.env_steps} env steps of SAC on "
-            f"{profile.collect.task}."
-        )
-    return out
 
 
 def report_blocks(
@@ -189,7 +139,7 @@ def report_blocks(
     blocks += _figures(figures, "time")
     blocks += [
         Heading(2, "Deviations from the official code", "deviations"),
-        Bullets(DEVIATIONS + tuple(_profile_deviations(profile))),
+        Bullets(tuple(d.describe(profile) for d in applicable_deviations(profile))),
         Heading(2, "Run metadata", "metadata"),
         Table(("Item", "Value"), tuple(_metadata_rows(profile, root)), html_id="metadata"),
     ]
