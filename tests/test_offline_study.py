@@ -66,11 +66,16 @@ def test_dataset_has_the_expected_dims_and_finite_cells(study):
         assert (study.parent / table).stat().st_size > 0
 
 
-def test_pmac_weights_rise_with_recency(study):
+def test_pmac_weights_follow_the_official_group_masses(study):
+    """Snapshot versions: the exploration group keeps mass 0.9^G (the official initial group),
+    each later version 0.1 * 0.9^age, shared equally; so at the first snapshots the large
+    exploration group outweighs each policy row, and among policy rows weight rises."""
     ds = xr.load_dataset(study, engine="h5netcdf")
-    by_age = ds["weight_by_age"].sel(learner="pmac").values
-    assert (np.diff(by_age, axis=-1) >= 0).all()
-    assert (ds["spearman_recency"].sel(learner="pmac") > 0).all()
+    assert (ds["ess_share"].sel(learner="pmac") < 1).all()
+    by_age = ds["weight_by_age"].sel(learner="pmac", seed=0)
+    first = by_age.isel(snapshot=0).values  # smoke k=2: 1000 exploration rows, 500 of version 1
+    np.testing.assert_allclose(first[:2], 0.9 / 1000 * 1500)
+    assert first[-1] == pytest.approx(0.1 / 500 * 1500)
 
 
 def test_killed_study_resumes_to_the_identical_dataset(smoke_buffer, study, tmp_path):
