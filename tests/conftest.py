@@ -29,18 +29,21 @@ def hopper_buffer() -> ReplayBuffer:
 
 @pytest.fixture(scope="session")
 def snapshots() -> list[PolicySnapshot]:
+    """Two Hopper-v5 actor snapshots (11 -> 8 -> 6 = 2 x 3: mean and log-std)."""
     rng = np.random.default_rng(0)
-    return [
-        PolicySnapshot(
-            v,
-            200 * v,
-            {
-                "layer.0.weight": rng.normal(size=(4, 11)).astype(np.float32),
-                "layer.0.bias": rng.normal(size=4).astype(np.float32),
-            },
-        )
-        for v in (1, 2)
-    ]
+
+    def actor() -> dict[str, np.ndarray]:
+        shapes = {
+            "net.layers.0.weight": (1, 11, 8),
+            "net.layers.0.bias": (1, 1, 8),
+            "net.layers.1.weight": (1, 8, 6),
+            "net.layers.1.bias": (1, 1, 6),
+        }
+        tensors = {k: rng.normal(size=s).astype(np.float32) for k, s in shapes.items()}
+        return {**tensors, "action_scale": np.ones(3, np.float32),
+                "action_bias": np.zeros(3, np.float32)}  # fmt: skip
+
+    return [PolicySnapshot(v, 200 * v, actor()) for v in (1, 2)]
 
 
 @pytest.fixture

@@ -14,6 +14,7 @@ from tomrepro.core.buffer import COLUMN_NAMES, ReplayBuffer
 from tomrepro.core.buffer_file import (
     BufferMetadata,
     PolicySnapshot,
+    check_actor_tensors,
     content_digest,
     read_buffer,
     read_metadata,
@@ -224,3 +225,53 @@ def test_copy_of_a_valid_file_validates(tmp_path, buffer_file, run_cli):
     shutil.copy(buffer_file, copy)
     code, out, err = run_cli("validate", copy)
     assert code == 0 and out.startswith("ok:") and err == ""
+
+
+def _cut_layer_width(path: Path) -> None:
+    """Tamper: snapshot 1's first layer loses one output unit (its bias keeps the old width)."""
+    with h5py.File(path, "r+") as f:
+        group = f["policy_snapshots/000001"]
+        weight = group["net.layers.0.weight"][()]
+        del group["net.layers.0.weight"]
+        group.create_dataset("net.layers.0.weight", data=weight[:, :, :-1])
+
+
+@pytest.mark.parametrize(
+    "tamper",
+    [
+        _cut_layer_width,
+        lambda p: _edit_file(p, lambda f: f["policy_snapshots/000001"].__delitem__("action_bias")),
+        lambda p: _edit_file(
+            p, lambda f: f["policy_snapshots/000001"].create_dataset("extra", data=np.ones(2))
+        ),
+    ],
+    ids=["layer width cut by one", "tensor missing", "foreign tensor"],
+)
+def test_a_malformed_snapshot_is_refused_in_one_line(buffer_file, tmp_path, run_cli, tamper):
+    tamper(buffer_file)
+    before = buffer_file.read_bytes()
+    code, _, err = run_cli("validate", buffer_file)
+    assert code == 2 and err.count("\n") == 1 and "snapshot 1" in err, err
+    code, _, err = run_cli(
+        "weights", buffer_file, "--snapshot", "1", "--learner", "pmac", "--profile", "smoke",
+        "--out", tmp_path / "w.npz",
+    )  # fmt: skip
+    assert code == 2 and err.count("\n") == 1 and "snapshot 1" in err, err
+    assert buffer_file.read_bytes() == before and not (tmp_path / "w.npz").exists()
+
+
+def _edit_file(path: Path, change) -> None:
+    with h5py.File(path, "r+") as f:
+        change(f)
+
+
+def test_snapshot_check_names_the_tensor(snapshots):
+    tensors = dict(snapshots[0].tensors)
+    check_actor_tensors(tensors, 11, 3)
+    with pytest.raises(ValueError, match=r"'net\.layers\.0\.weight' has shape"):
+        check_actor_tensors(tensors, 12, 3)
+    with pytest.raises(ValueError, match=r"'net\.layers\.1\.weight' has shape"):
+        check_actor_tensors(tensors, 11, 4)
+    tensors["action_scale"] = tensors["action_scale"].astype(np.float64)
+    with pytest.raises(ValueError, match="'action_scale' is not finite float32"):
+        check_actor_tensors(tensors, 11, 3)

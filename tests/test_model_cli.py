@@ -145,3 +145,26 @@ def test_model_file_that_is_not_a_model_is_refused(pendulum_file, tmp_path, run_
     torch.save({"hello": torch.zeros(1)}, bogus)
     code, _, err = run_cli("eval-model", bogus, pendulum_file, "--out", tmp_path / "e.json")
     assert code == 2 and "not a tomrepro dynamics model" in err and err.count("\n") == 1
+
+
+class _Payload:
+    """An arbitrary object: torch.save pickles it, weights_only loading must refuse it."""
+
+
+@pytest.mark.parametrize("kind", ["plain pickle", "torch file with an object", "torch tensor"])
+def test_foreign_model_files_are_one_line_errors(kind, tmp_path, run_cli, buffer_file):
+    import pickle
+
+    import torch
+
+    path = tmp_path / "model.pt"
+    if kind == "plain pickle":
+        path.write_bytes(pickle.dumps({"a": 1}))
+    elif kind == "torch file with an object":
+        torch.save({"format": _Payload()}, path)
+    else:
+        torch.save(torch.zeros(3), path)
+    before = path.read_bytes()
+    code, _, err = run_cli("eval-model", path, buffer_file, "--out", tmp_path / "e.json")
+    assert code == 2 and err.count("\n") == 1 and "not a tomrepro dynamics model" in err, err
+    assert path.read_bytes() == before and not (tmp_path / "e.json").exists()

@@ -684,6 +684,7 @@ def _csv(kind: type):
     help="Tidy CSV of all curves (default OUT/curves.csv).",
 )
 @click.option("--quiet", is_flag=True, help="No progress bar.")
+@click.option("--verbose", is_flag=True, help="Show Ray's own log lines.")
 def sweep(
     profile: str,
     kind: str,
@@ -703,6 +704,7 @@ def sweep(
     summary: Path | None,
     curves: Path | None,
     quiet: bool,
+    verbose: bool,
 ) -> None:
     """Run a grid of MBPO runs through Ray; finished runs are skipped, failures reported."""
     from tomrepro.sweep import Kind, plan_grid, run_sweep
@@ -731,6 +733,7 @@ def sweep(
         progress=not quiet,
         summary_path=summary,
         curves_path=curves,
+        verbose=verbose,
     )
     for entry in result.runs:
         info = entry.get("summary") or {}

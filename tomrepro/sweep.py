@@ -12,6 +12,7 @@ curve (DVC plots, the analysis); both default to files in the sweep directory.
 from __future__ import annotations
 
 import json
+import logging
 import os
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
@@ -135,8 +136,15 @@ def run_sweep(
     progress: bool = True,
     summary_path: Path | None = None,
     curves_path: Path | None = None,
+    verbose: bool = False,
 ) -> SweepResult:
     """Run every spec not yet complete through Ray; write the summary and the curves."""
+    address = address or os.environ.get("RAY_ADDRESS")
+    if gpus_per_run > 0 and not address:
+        import torch
+
+        if not torch.cuda.is_available():  # checked before Ray starts (and prints anything)
+            raise TomreproError(f"--gpus-per-run {gpus_per_run} asked for, but there is no GPU")
     results: dict[str, dict[str, Any]] = {}
     todo = []
     for spec in specs:
@@ -157,6 +165,7 @@ def run_sweep(
                 device,
                 rerun_complete,
                 progress,
+                verbose,
             )
         )
     ordered = [results[s.name] for s in specs]
@@ -196,21 +205,22 @@ def _run_with_ray(
     device: str | None,
     rerun_complete: bool,
     progress: bool,
+    verbose: bool = False,
 ) -> dict[str, dict[str, Any]]:
     import ray
 
     os.environ.setdefault("RAY_AUTH_MODE", "disabled")
-    address = address or os.environ.get("RAY_ADDRESS")
+    # Ray's own start-up lines go to its log files unless asked for; the user sees our lines.
+    quiet: dict[str, Any] = {
+        "logging_level": logging.INFO if verbose else logging.ERROR,
+        "log_to_driver": verbose,
+    }
     started_here = not ray.is_initialized()
     if started_here:
         if address:
-            ray.init(address=address, log_to_driver=False)
+            ray.init(address=address, **quiet)
         else:
-            ray.init(
-                num_cpus=num_cpus or os.cpu_count() or 1,
-                include_dashboard=False,
-                log_to_driver=False,
-            )
+            ray.init(num_cpus=num_cpus or os.cpu_count() or 1, include_dashboard=False, **quiet)
     if gpus_per_run > 0 and not ray.cluster_resources().get("GPU"):
         raise TomreproError(f"--gpus-per-run {gpus_per_run} asked for, but Ray sees no GPU")
     if gpus_per_run > 0:

@@ -286,7 +286,8 @@ def read_buffer(
 ) -> BufferFile:
     """Load and check a buffer file; any violation is one `BufferFormatError` line.
 
-    `deep` adds the cross-row observation continuity check (see `check_columns`).
+    `deep` adds the cross-row observation continuity check (see `check_columns`) and checks
+    every policy snapshot's tensors (`read_snapshot` checks one when it is read).
     """
     path = Path(path)
     with _open(path) as f:
@@ -311,6 +312,9 @@ def read_buffer(
         )
     if (attr_dims["obs_dim"], attr_dims["act_dim"]) != (obs_dim, act_dim):
         raise BufferFormatError(f"{path}: obs_dim/act_dim attributes disagree with the columns")
+    if deep:  # every snapshot's tensors against the actor's architecture
+        for version in steps:
+            read_snapshot(path, version)
     return BufferFile(path, ReplayBuffer.from_columns(columns, check=False), meta, steps)
 
 
@@ -425,21 +429,62 @@ def _read_snapshot_index(f: h5py.File, path: Path) -> dict[int, int]:
     return steps
 
 
+def check_actor_tensors(tensors: Mapping[str, np.ndarray], obs_dim: int, act_dim: int) -> None:
+    """A policy snapshot must be the SAC actor of this task: tensors `net.layers.i.weight`
+    (1, in, out) and `net.layers.i.bias` (1, 1, out) chained from obs_dim to 2 * act_dim
+    (mean and log-std), and `action_scale`, `action_bias` (act_dim,); all finite float32.
+    Raises ValueError naming the first tensor that is not."""
+    layers = sum(1 for k in tensors if k.startswith("net.layers.") and k.endswith(".weight"))
+    expected = {f"net.layers.{i}.{p}" for i in range(layers) for p in ("weight", "bias")}
+    expected |= {"action_scale", "action_bias"}
+    if layers == 0 or set(tensors) != expected:
+        extra, missing = sorted(set(tensors) - expected), sorted(expected - set(tensors))
+        what = f"unexpected tensor {extra[0]!r}" if extra else f"missing tensor {missing[0]!r}"
+        raise ValueError(f"not a SAC actor snapshot: {what}")
+    width = obs_dim
+    for i in range(layers):
+        out = 2 * act_dim if i == layers - 1 else None
+        for part, shape in (("weight", (1, width, out)), ("bias", (1, 1, out))):
+            name, arr = f"net.layers.{i}.{part}", tensors[f"net.layers.{i}.{part}"]
+            want = tuple(arr.shape[2] if d is None and arr.ndim == 3 else d for d in shape)
+            if arr.shape != want:
+                raise ValueError(f"tensor {name!r} has shape {arr.shape}, expected {want}")
+        width = tensors[f"net.layers.{i}.weight"].shape[2]
+        if tensors[f"net.layers.{i}.bias"].shape[2] != width:
+            raise ValueError(f"tensor 'net.layers.{i}.bias' does not match its weight's width")
+    for name in ("action_scale", "action_bias"):
+        if tensors[name].shape != (act_dim,):
+            raise ValueError(
+                f"tensor {name!r} has shape {tensors[name].shape}, expected ({act_dim},)"
+            )
+    for name, arr in tensors.items():
+        if arr.dtype != np.float32 or not np.isfinite(arr).all():
+            raise ValueError(f"tensor {name!r} is not finite float32")
+
+
 def read_snapshot(path: str | os.PathLike[str], version: int) -> PolicySnapshot:
-    """Load one policy snapshot's tensors (snapshots are read on demand, not with the buffer)."""
+    """Load one policy snapshot's tensors (snapshots are read on demand, not with the buffer),
+    checked against the file's sizes and the actor's architecture."""
     path = Path(path)
     with _open(path) as f:
         group = f.get(f"{SNAPSHOT_GROUP}/{version:06d}")
         if not isinstance(group, h5py.Group):
             raise BufferFormatError(f"{path}: no policy snapshot for version {version}")
+        dims = []
+        for name in ("observations", "actions"):
+            column = f.get(name)
+            if not isinstance(column, h5py.Dataset) or column.ndim != 2:
+                raise BufferFormatError(f"{path}: column {name!r} is missing or not 2-D")
+            dims.append(int(column.shape[1]))
         tensors = {}
         for key, ds in group.items():
-            arr = ds[()]
-            if arr.dtype.kind != "f" or not np.isfinite(arr).all():
-                raise BufferFormatError(
-                    f"{path}: snapshot {version} tensor {key!r} is not finite float"
-                )
-            tensors[key] = arr
+            if not isinstance(ds, h5py.Dataset):
+                raise BufferFormatError(f"{path}: snapshot {version} entry {key!r} is not a tensor")
+            tensors[key] = ds[()]
+        try:
+            check_actor_tensors(tensors, *dims)
+        except ValueError as exc:
+            raise BufferFormatError(f"{path}: snapshot {version}: {exc}") from None
         return PolicySnapshot(version, int(group.attrs["env_step"]), tensors)
 
 

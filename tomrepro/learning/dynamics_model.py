@@ -20,7 +20,7 @@ from torch import nn
 from tomrepro.core.config import ModelConfig
 from tomrepro.core.errors import TomreproError
 from tomrepro.learning.dynamics_networks import GaussianEnsemble, MixtureDensityNetwork
-from tomrepro.learning.serialization import save_tensors
+from tomrepro.learning.serialization import load_tensors, save_tensors
 
 MODEL_FORMAT = "tomrepro.dynamics_model/1"
 # Rows per forward pass: each layer's (E, rows, width) activations then stay in cache; one pass
@@ -140,17 +140,16 @@ def load_dynamics_model(
 ) -> tuple[DynamicsModel, dict[str, Any]]:
     """A saved model and its extra metadata; malformed files are a one-line error."""
     path = Path(path)
-    if not path.is_file():
-        raise TomreproError(f"{path}: no such model file")
+    payload = load_tensors(path, "dynamics model")
     try:
-        payload = torch.load(path, map_location="cpu", weights_only=True)
         if payload.get("format") != MODEL_FORMAT:
             raise ValueError(f"format {payload.get('format')!r}")
         cfg = ModelConfig.model_validate(json.loads(payload["config"]))
         model = DynamicsModel(cfg, int(payload["obs_dim"]), int(payload["act_dim"]))
         model.load_state_dict(payload["state"])
-    except Exception as exc:  # any unpickling, key or shape problem means: not our model file
-        raise TomreproError(f"{path}: not a tomrepro dynamics model ({exc})") from None
+    except Exception as exc:  # any key, type or shape problem means: not our model file
+        reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise TomreproError(f"{path}: not a tomrepro dynamics model ({reason})") from None
     if device is not None:
         model.to(device)
     return model, json.loads(payload["extra"])

@@ -38,6 +38,7 @@ from tomrepro.core.buffer_file import (
     write_buffer,
 )
 from tomrepro.core.config import ProfileConfig
+from tomrepro.core.errors import TomreproError
 from tomrepro.core.noise import StepNoise
 from tomrepro.core.phase_timer import PhaseTimer
 from tomrepro.core.seeding import derive_seed
@@ -45,7 +46,7 @@ from tomrepro.core.tasks import get_task
 from tomrepro.learning.devices import resolve_device
 from tomrepro.learning.policy import SnapshotPolicy
 from tomrepro.learning.sac import SAC, MinibatchSampler
-from tomrepro.learning.serialization import save_tensors
+from tomrepro.learning.serialization import load_tensors, save_tensors
 from tomrepro.loops.episode_recorder import EpisodeRecorder, restore_episode, save_episode
 from tomrepro.loops.run_directory import RunDirectory, Start
 
@@ -163,7 +164,10 @@ class Collector:
         """Newest checkpoint of this config whose env step the written buffer covers."""
         config = json.dumps(self.config, sort_keys=True)
         for path in sorted(self.paths.checkpoints.glob("agent_v*.pt"), reverse=True):
-            ckpt = torch.load(path, weights_only=True, map_location="cpu")
+            try:
+                ckpt = load_tensors(path, "agent checkpoint")
+            except TomreproError:  # cut short by a kill: an older one will do
+                continue
             if ckpt["config"] == config and int(ckpt["env_step"]) <= rows_end:
                 return path
         return None
@@ -278,7 +282,7 @@ class Collector:
         path = self._latest_usable_checkpoint(rows_end)
         if path is None:
             return
-        ckpt = torch.load(path, weights_only=True, map_location="cpu")
+        ckpt = load_tensors(path, "agent checkpoint")
         step = int(ckpt["env_step"])
         keep = rows["env_steps"] < step
         run.buffer.extend({k: v[keep] for k, v in rows.items()})

@@ -62,7 +62,7 @@ from tomrepro.learning.model_pool import MixedBatchSampler, ModelPool
 from tomrepro.learning.model_rollout import draw_rows, rollout_model
 from tomrepro.learning.model_training import fit_on_columns
 from tomrepro.learning.sac import SAC
-from tomrepro.learning.serialization import save_tensors
+from tomrepro.learning.serialization import load_tensors, save_tensors
 from tomrepro.learning.tom_weights import weight_summary
 from tomrepro.loops.collect import CollectPaths
 from tomrepro.loops.episode_recorder import EpisodeRecorder, restore_episode, save_episode
@@ -215,7 +215,7 @@ class MBPORun:
                 f"no agent checkpoint {ckpt_path} for snapshot {start.snapshot}: continuation "
                 "needs the checkpoints/ directory that `tomrepro collect` writes next to its buffer"
             )
-        ckpt = torch.load(ckpt_path, weights_only=True, map_location="cpu")
+        ckpt = load_tensors(ckpt_path, "agent checkpoint")
         if int(ckpt["env_step"]) != step_k:
             raise TomreproError(
                 f"{ckpt_path} is at env step {ckpt['env_step']}, snapshot {start.snapshot} "
@@ -273,8 +273,8 @@ class MBPORun:
         if start is not Start.RESUME:
             return start, None
         try:
-            ckpt = torch.load(self.paths.checkpoint, weights_only=True, map_location="cpu")
-        except Exception:  # none yet, or cut short by a kill: start over
+            ckpt = load_tensors(self.paths.checkpoint, "MBPO checkpoint")
+        except TomreproError:  # none yet, or cut short by a kill: start over
             return directory.start_fresh(), None
         return start, ckpt
 
