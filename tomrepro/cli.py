@@ -54,7 +54,8 @@ def learner_option(**kw: Any):
 
 
 def run_control_options(func):
-    """--overwrite, --rerun-complete and --quiet: how a run treats its output directory."""
+    """--overwrite, --rerun-complete, --quiet and --break-lock: how a run treats its output
+    directory."""
     for option in reversed(
         [
             click.option(
@@ -66,6 +67,11 @@ def run_control_options(func):
                 help="Redo finished work (unfinished work is still resumed).",
             ),
             click.option("--quiet", is_flag=True, help="No progress bar."),
+            click.option(
+                "--break-lock",
+                is_flag=True,
+                help="Take the output directory over from a holder on another host that is gone.",
+            ),
         ]
     ):
         func = option(func)
@@ -199,6 +205,7 @@ def collect(
     overwrite: bool,
     rerun_complete: bool,
     quiet: bool,
+    break_lock: bool,
 ) -> None:
     """Run SAC on a task and record its replay buffer with policy snapshots (resumable)."""
     from tomrepro.core.config import load_profile, with_overrides
@@ -219,6 +226,7 @@ def collect(
         device=device,
         overwrite=overwrite,
         rerun_complete=rerun_complete,
+        break_lock=break_lock,
         progress=not quiet,
     ).run()
     click.echo(f"wrote {path}")
@@ -405,6 +413,7 @@ def offline_study_command(
     overwrite: bool,
     rerun_complete: bool,
     quiet: bool,
+    break_lock: bool,
 ) -> None:
     """Per-snapshot MLE vs TOM vs PMAC models on a saved buffer, errors on pi_k's occupancy."""
     from tomrepro.core.config import load_profile
@@ -417,6 +426,7 @@ def offline_study_command(
         device=device,
         overwrite=overwrite,
         rerun_complete=rerun_complete,
+        break_lock=break_lock,
         progress=not quiet,
     )
     click.echo(f"wrote {study.run()}")
@@ -610,6 +620,7 @@ def _run_mbpo(
         device=cast("str | None", opts.pop("device")),
         overwrite=bool(opts.pop("overwrite")),
         rerun_complete=bool(opts.pop("rerun_complete")),
+        break_lock=bool(opts.pop("break_lock")),
         progress=not opts.pop("quiet"),
     ).run()
     click.echo(f"wrote {root}")

@@ -121,6 +121,7 @@ class Collector:
         device: str | None = None,
         overwrite: bool = False,
         rerun_complete: bool = False,
+        break_lock: bool = False,
         progress: bool = True,
     ) -> None:
         self.profile, self.cfg = profile, profile.collect
@@ -128,6 +129,7 @@ class Collector:
         self.task = get_task(self.cfg.task)
         self.device = resolve_device(device or profile.device)
         self.overwrite, self.rerun_complete, self.progress = overwrite, rerun_complete, progress
+        self.break_lock = break_lock
         # Generator states differ between devices: a run is resumed only on the device it began on.
         self.config = {**run_config(profile), "device": self.device.type}
         self.timer = PhaseTimer(("env", "sac_updates", "writing"))
@@ -175,6 +177,11 @@ class Collector:
     # --- the run -------------------------------------------------------------------------------
 
     def run(self) -> Path:
+        """Holds the directory's lock for the whole run (another writer is refused)."""
+        with self.directory().lock(break_lock=self.break_lock):
+            return self._run()
+
+    def _run(self) -> Path:
         start = self._prepare_directory()
         if start is Start.DONE:
             log.info("collect: %s is complete; nothing to do", self.paths.buffer)

@@ -173,6 +173,7 @@ class MBPORun:
         device: str | None = None,
         overwrite: bool = False,
         rerun_complete: bool = False,
+        break_lock: bool = False,
         progress: bool = True,
     ) -> None:
         if profile.mbpo is None:
@@ -183,6 +184,7 @@ class MBPORun:
         self.seed = profile.seed if seed is None else seed
         self.device = resolve_device(device or profile.device)
         self.overwrite, self.rerun_complete, self.progress = overwrite, rerun_complete, progress
+        self.break_lock = break_lock
         self.source: dict[str, Any] | None = None
         if start is None:
             self.task = get_task(task or self.cfg.tasks[0])
@@ -350,6 +352,11 @@ class MBPORun:
     # --- the loop ---------------------------------------------------------------------------------
 
     def run(self) -> Path:
+        """Holds the directory's lock for the whole run (another writer is refused)."""
+        with self.directory().lock(break_lock=self.break_lock):
+            return self._run()
+
+    def _run(self) -> Path:
         start, ckpt = self._prepare_directory()
         if start is Start.DONE:
             log.info("mbpo: %s is complete; nothing to do", self.paths.root)

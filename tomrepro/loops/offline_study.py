@@ -100,6 +100,7 @@ class OfflineStudy:
         device: str | None = None,
         overwrite: bool = False,
         rerun_complete: bool = False,
+        break_lock: bool = False,
         progress: bool = True,
     ) -> None:
         if profile.offline_study is None:
@@ -108,6 +109,7 @@ class OfflineStudy:
         self.buffer_path, self.out = Path(buffer_path), Path(out_dir)
         self.device = resolve_device(device or profile.device)
         self.overwrite, self.rerun_complete, self.progress = overwrite, rerun_complete, progress
+        self.break_lock = break_lock
         # Random draws differ between devices: cells made on another device are not reused.
         self.config = {**study_config(profile), "device": self.device.type}
 
@@ -149,6 +151,11 @@ class OfflineStudy:
         return False
 
     def run(self) -> Path:
+        """Holds the directory's lock for the whole run (another writer is refused)."""
+        with self.directory().lock(break_lock=self.break_lock):
+            return self._run()
+
+    def _run(self) -> Path:
         loaded = read_buffer(self.buffer_path)
         if self._prepare(loaded):
             log.info("offline-study: %s is complete; nothing to do", self.dataset_path)

@@ -1,0 +1,82 @@
+"""One run lifecycle: fingerprints decide done / resume / fresh, and a lock keeps two writers
+out of one directory (real processes)."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+
+import pytest
+
+from tests.conftest import REPO_ROOT
+from tomrepro.core.errors import TomreproError
+from tomrepro.loops.run_directory import LOCK, RunDirectory, Start
+
+
+def _directory(root, config, finished=lambda: False):
+    return RunDirectory(root, config, "test run", ("out.txt",), ("out.txt",), finished)
+
+
+def test_fingerprint_decides_done_resume_fresh_and_refuses_another_config(tmp_path):
+    done = {"value": False}
+    d = _directory(tmp_path / "r", {"a": 1}, lambda: done["value"])
+    assert d.prepare() is Start.FRESH
+    (tmp_path / "r" / "out.txt").write_text("work")
+    assert d.prepare() is Start.RESUME
+    done["value"] = True
+    assert d.prepare() is Start.DONE and d.is_done()
+    assert d.prepare(rerun_complete=True) is Start.FRESH
+    assert not (tmp_path / "r" / "out.txt").exists()
+    (tmp_path / "r" / "out.txt").write_text("work")
+    other = _directory(tmp_path / "r", {"a": 2})
+    with pytest.raises(TomreproError, match="different config; choose another --out"):
+        other.prepare()
+    assert (tmp_path / "r" / "out.txt").read_text() == "work"  # nothing destroyed
+    assert other.prepare(overwrite=True) is Start.FRESH
+    foreign = tmp_path / "foreign"
+    foreign.mkdir()
+    (foreign / "out.txt").write_text("theirs")
+    with pytest.raises(TomreproError, match=r"without a config\.json"):
+        _directory(foreign, {"a": 1}).prepare()
+
+
+def _collect(out, *extra):
+    cmd = [sys.executable, "-m", "tomrepro", "collect", "--profile", "smoke", "--out", str(out),
+           "--env-steps", "1500", "--quiet", *extra]  # fmt: skip
+    return cmd
+
+
+def test_a_second_writer_is_refused_and_a_killed_holder_is_taken_over(tmp_path):
+    out = tmp_path / "run"
+    first = subprocess.Popen(_collect(out), cwd=REPO_ROOT, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 60
+    while not (out / LOCK).exists():
+        assert first.poll() is None and time.monotonic() < deadline
+        time.sleep(0.02)
+    second = subprocess.run(_collect(out), cwd=REPO_ROOT, capture_output=True, text=True)
+    assert second.returncode == 2 and second.stderr.count("\n") == 1, second.stderr
+    assert f"in use by pid {first.pid} on host {socket.gethostname()}" in second.stderr
+    first.send_signal(signal.SIGKILL)
+    first.wait()
+    assert (out / LOCK).exists()  # a killed holder cannot clean up
+    third = subprocess.run(_collect(out), cwd=REPO_ROOT, capture_output=True, text=True)
+    assert third.returncode == 0, third.stderr
+    assert not (out / LOCK).exists()
+
+
+def test_a_holder_on_another_host_needs_break_lock(tmp_path):
+    out = tmp_path / "run"
+    out.mkdir()
+    (out / LOCK).write_text(json.dumps({"pid": os.getpid(), "host": "elsewhere", "since": 0}))
+    d = _directory(out, {"a": 1})
+    with pytest.raises(TomreproError, match=r"in use by pid .* on host elsewhere"):
+        with d.lock():
+            pass
+    with d.lock(break_lock=True):
+        assert json.loads((out / LOCK).read_text())["host"] == socket.gethostname()
+    assert not (out / LOCK).exists()
