@@ -80,3 +80,23 @@ def test_a_holder_on_another_host_needs_break_lock(tmp_path):
     with d.lock(break_lock=True):
         assert json.loads((out / LOCK).read_text())["host"] == socket.gethostname()
     assert not (out / LOCK).exists()
+
+
+def test_code_digest_ignores_comments_and_docstrings_but_not_code(tmp_path):
+    from tomrepro.core.code_closure import code_digest
+
+    pkg = tmp_path / "tomrepro"
+    pkg.mkdir()
+    (pkg / "__init__.py").write_text("")
+    (pkg / "a.py").write_text('"""A."""\nimport tomrepro.b\n\n\ndef f():\n    return 1\n')
+    (pkg / "b.py").write_text("X = 1\n")
+    (pkg / "c.py").write_text("Y = 1\n")  # not imported by a: never counts
+    first = code_digest(["tomrepro.a"], tmp_path)
+    (pkg / "a.py").write_text(
+        '"""Another docstring."""\nimport tomrepro.b  # a comment\n\n\ndef f():\n'
+        '    """Why."""\n    return 1\n'
+    )
+    (pkg / "c.py").write_text("Y = 2\n")
+    assert code_digest(["tomrepro.a"], tmp_path / ".") == first
+    (pkg / "b.py").write_text("X = 2\n")  # an imported module's code changed
+    assert code_digest(["tomrepro.a"], tmp_path / "./") != first

@@ -8,8 +8,9 @@ so this module computes them from the code: the import closure inside the packag
 It is conservative: every import anywhere in a module counts (inside functions, under
 `if TYPE_CHECKING`, in `try` blocks), because a module's lazy imports are still code the command
 can run. Importing `tomrepro.a.b` counts `tomrepro/__init__.py` and `tomrepro/a/__init__.py`
-too, as Python executes them. Only `import` statements are followed: a module loaded through
-`importlib` or a string would be missed (the package has none).
+too, as Python executes them. Besides `import` statements, a string constant that names a
+package module (`"tomrepro.learning.model_learners"`, or `"module:attribute"` as the learner
+registry's entry points) counts as an import, since it is there to be loaded by `importlib`.
 
 Paths are repo-relative POSIX strings (e.g. "tomrepro/core/config.py"), as DVC writes deps.
 """
@@ -17,6 +18,8 @@ Paths are repo-relative POSIX strings (e.g. "tomrepro/core/config.py"), as DVC w
 from __future__ import annotations
 
 import ast
+import hashlib
+import re
 from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 
@@ -26,6 +29,9 @@ CLI_MODULE = f"{PACKAGE}.cli"
 _CLICK_SUFFIXES = ("command", "cmd", "group", "grp")
 # cli.py's functions that run for every command besides the command itself.
 _ENTRY_POINTS = ("main", "run")
+
+
+_MODULE_STRING = re.compile(rf"^{PACKAGE}(\.\w+)+(:\w+)?$")
 
 
 class UnknownCommandError(KeyError):
@@ -77,6 +83,12 @@ def _imported_modules(nodes: Iterable[ast.AST], module: str, is_package: bool) -
                 source = _absolute(node, module, is_package)
                 yield source
                 yield from (f"{source}.{alias.name}" for alias in node.names if alias.name != "*")
+            elif (
+                isinstance(node, ast.Constant)
+                and isinstance(node.value, str)
+                and _MODULE_STRING.match(node.value)
+            ):
+                yield node.value.partition(":")[0]  # an entry point loaded by importlib
 
 
 def _with_parents(module: str) -> Iterator[str]:
@@ -240,3 +252,25 @@ def command_closure(command: str, root: Path) -> frozenset[str]:
     # cli.py's own imports are the ones chosen above, not all of them: start from the rest.
     start = _files_of(imported, root) - {cli_file}
     return _relative(_closure_of_files(start, root) | {cli_file}, root)
+
+
+def code_digest(modules: Iterable[str], root: Path | None = None) -> str:
+    """A digest of the code `modules` can run (their import closure), normalised so that
+    comments, docstrings and formatting do not count: what a finished run's fingerprint
+    records, so that a run is redone when its code changed and kept when it did not."""
+    root = Path(__file__).resolve().parents[2] if root is None else Path(root)
+    h = hashlib.sha256()
+    for name in sorted(module_closure(modules, root)):
+        tree = ast.parse((root / name).read_text())
+        for node in ast.walk(tree):
+            body = getattr(node, "body", None)
+            if (
+                isinstance(body, list)
+                and body
+                and isinstance(body[0], ast.Expr)
+                and isinstance(body[0].value, ast.Constant)
+                and isinstance(body[0].value.value, str)
+            ):
+                node.body = body[1:] or [ast.Pass()]  # type: ignore[attr-defined]
+        h.update(name.encode() + b"\0" + ast.dump(tree).encode() + b"\0")
+    return h.hexdigest()

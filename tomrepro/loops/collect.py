@@ -37,6 +37,7 @@ from tomrepro.core.buffer_file import (
     read_snapshot,
     write_buffer,
 )
+from tomrepro.core.code_closure import code_digest
 from tomrepro.core.config import ProfileConfig
 from tomrepro.core.errors import TomreproError
 from tomrepro.core.noise import StepNoise
@@ -79,6 +80,7 @@ def run_config(profile: ProfileConfig) -> dict[str, Any]:
     """What determines the collected data; stored in the file and compared on resume."""
     return {
         "stage": "collect",
+        "code": code_digest([__name__]),
         "profile": profile.name,
         "seed": profile.seed,
         "collect": profile.collect.model_dump(),

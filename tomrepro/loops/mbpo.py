@@ -44,6 +44,7 @@ from tomrepro.core.buffer_file import (
     read_snapshot,
     write_buffer,
 )
+from tomrepro.core.code_closure import code_digest
 from tomrepro.core.config import ProfileConfig, SACConfig
 from tomrepro.core.errors import BufferFormatError, ConfigError, TomreproError
 from tomrepro.core.noise import StepNoise
@@ -240,6 +241,7 @@ class MBPORun:
         """What determines the run's results; stored and compared on resume."""
         config: dict[str, Any] = {
             "stage": "mbpo",
+            "code": code_digest([__name__]),
             "kind": "scratch" if self.start is None else "continue",
             "task": self.task.task_id,
             "learner": learner_fingerprint(self.learner_name, self.profile),

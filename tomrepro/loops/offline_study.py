@@ -42,6 +42,7 @@ from tomrepro.core.buffer_file import (
     read_snapshot,
     write_buffer,
 )
+from tomrepro.core.code_closure import code_digest
 from tomrepro.core.config import OfflineStudyConfig, ProfileConfig
 from tomrepro.core.errors import TomreproError
 from tomrepro.core.noise import StepNoise
@@ -80,6 +81,7 @@ def study_config(profile: ProfileConfig) -> dict[str, Any]:
     assert profile.offline_study is not None
     return {
         "stage": "offline_study",
+        "code": code_digest([__name__]),
         "profile": profile.name,
         "seed": profile.seed,  # the evaluation episodes' (cells have their own seeds)
         "offline_study": profile.offline_study.model_dump(mode="json"),
