@@ -15,6 +15,7 @@ from tomrepro.core.buffer_file import (
     BufferMetadata,
     PolicySnapshot,
     check_actor_tensors,
+    checksum,
     content_digest,
     read_buffer,
     read_metadata,
@@ -73,10 +74,12 @@ def _edit(fn: Callable[[h5py.File], None]) -> Callable[[Path], None]:
 
 
 def _replace(name: str, make: Callable[[np.ndarray], np.ndarray]) -> Callable[[Path], None]:
+    """A column rewritten with a valid checksum: the structural check must catch it."""
+
     def fn(f: h5py.File) -> None:
         data = make(f[name][()])
         del f[name]
-        f.create_dataset(name, data=data)
+        f.create_dataset(name, data=data).attrs["crc32"] = checksum(data)
 
     return _edit(fn)
 
@@ -215,8 +218,9 @@ def test_unwritable_destination_is_a_clear_error(tmp_path, hopper_buffer):
 
 def test_file_is_readable_by_plain_h5py(buffer_file, hopper_buffer):
     with h5py.File(buffer_file, "r") as f:
-        assert f.attrs["schema_version"] == 1
+        assert f.attrs["schema_version"] == 2
         np.testing.assert_array_equal(f["actions"][()], hopper_buffer.columns()["actions"])
+        assert f["actions"].attrs["crc32"] == checksum(hopper_buffer.columns()["actions"])
         assert f["observations"].chunks is not None
 
 
@@ -275,3 +279,44 @@ def test_snapshot_check_names_the_tensor(snapshots):
     tensors["action_scale"] = tensors["action_scale"].astype(np.float64)
     with pytest.raises(ValueError, match="'action_scale' is not finite float32"):
         check_actor_tensors(tensors, 11, 3)
+
+
+def _overwrite_bytes_inside(path: Path, column: str) -> None:
+    """Tamper the way a disk or a careless tool does: a byte range of a float column's data
+    rewritten in place, everything else (shape, dtype, attributes) intact and valid."""
+    with h5py.File(path, "r") as f:
+        offset = f[column].id.get_offset()
+        if offset is None:  # chunked: the first chunk's offset
+            offset = f[column].id.get_chunk_info(0).byte_offset
+    with open(path, "r+b") as fh:
+        fh.seek(offset + 40)
+        fh.write(np.full(4, 0.5, np.float32).tobytes())
+
+
+def test_an_overwritten_byte_range_fails_the_checksum(buffer_file, run_cli):
+    _overwrite_bytes_inside(buffer_file, "observations")
+    code, _, err = run_cli("validate", buffer_file)
+    assert code == 2 and err.count("\n") == 1 and "'observations' fails its checksum" in err, err
+    loaded = read_buffer(buffer_file, verify=False)  # the escape for huge, trusted files
+    assert len(loaded.buffer) == 600
+
+
+def test_a_tampered_snapshot_tensor_fails_its_checksum(buffer_file):
+    with h5py.File(buffer_file, "r+") as f:
+        ds = f["policy_snapshots/000002/net.layers.1.bias"]
+        ds[0, 0, 0] = ds[0, 0, 0] + 1.0
+    read_snapshot(buffer_file, 1)
+    with pytest.raises(BufferFormatError, match=r"snapshot 2 tensor 'net\.layers\.1\.bias' fails"):
+        read_snapshot(buffer_file, 2)
+
+
+def test_schema_1_files_stay_readable_and_say_they_are_unverified(buffer_file, run_cli):
+    with h5py.File(buffer_file, "r+") as f:
+        f.attrs["schema_version"] = 1
+        for name in list(f):
+            if isinstance(f[name], h5py.Dataset):
+                del f[name].attrs["crc32"]
+    loaded = read_buffer(buffer_file, deep=True)
+    assert loaded.metadata.schema_version == 1 and len(loaded.buffer) == 600
+    code, out, _ = run_cli("validate", buffer_file)
+    assert code == 0 and "unverified" in out

@@ -162,7 +162,14 @@ def validate(file: Path) -> None:
     from tomrepro.core.buffer_file import read_buffer
 
     loaded = read_buffer(file, deep=True)
-    click.echo(f"ok: {file} ({len(loaded.buffer)} transitions of {loaded.metadata.task_id})")
+    checked = (
+        "checksums verified"
+        if loaded.metadata.schema_version >= 2
+        else "schema 1: no checksums, unverified"
+    )
+    click.echo(
+        f"ok: {file} ({len(loaded.buffer)} transitions of {loaded.metadata.task_id}; {checked})"
+    )
 
 
 @cli.command("random-buffer")

@@ -1,4 +1,4 @@
-"""Replay-buffer HDF5 files, schema v1 (field by field in docs/buffer-format.md).
+"""Replay-buffer HDF5 files, schema v2 (field by field in docs/buffer-format.md).
 
 One self-contained file per run: the columns of `tomrepro.core.buffer.COLUMNS` as chunked,
 byte-shuffled, compressed datasets at the root; policy snapshots as plain float tensors under
@@ -13,6 +13,7 @@ import datetime as _dt
 import hashlib
 import json
 import os
+import zlib
 from collections.abc import Iterable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -40,7 +41,12 @@ from tomrepro.core.errors import BufferFormatError, TomreproError
 from tomrepro.core.tasks import get_task
 
 SCHEMA = "tomrepro.replay_buffer"
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
+# Version 2 stores a CRC-32 of every column's and snapshot tensor's bytes (attribute `crc32`) and
+# readers verify it, so an overwritten byte range is refused instead of read as other valid data.
+# Version 1 files (no checksums) stay readable and are reported as unverified.
+READABLE_VERSIONS = (1, 2)
+CHECKSUM_ATTR = "crc32"
 SNAPSHOT_GROUP = "policy_snapshots"
 CHUNK_BYTES = 1 << 20
 COMPRESSIONS = ("lzf", "gzip", None)
@@ -68,6 +74,7 @@ class BufferMetadata:
     complete: bool = True
     created_at: str = ""
     versions: Mapping[str, str] = field(default_factory=dict)
+    schema_version: int = SCHEMA_VERSION  # 1: written without checksums (read unverified)
 
 
 @dataclass(frozen=True)
@@ -164,7 +171,7 @@ def write_buffer(
 def _write_column(f: h5py.File, name: str, data: np.ndarray, compression: str | None) -> None:
     row_bytes = max(1, data.itemsize * int(np.prod(data.shape[1:], dtype=np.int64)))
     rows = int(max(1, min(len(data), CHUNK_BYTES // row_bytes)))
-    f.create_dataset(
+    ds = f.create_dataset(
         name,
         data=data,
         chunks=(rows, *data.shape[1:]) if len(data) else None,
@@ -172,6 +179,29 @@ def _write_column(f: h5py.File, name: str, data: np.ndarray, compression: str | 
         compression=compression if len(data) else None,
         track_times=False,
     )
+    ds.attrs[CHECKSUM_ATTR] = checksum(data)
+
+
+def checksum(data: np.ndarray) -> int:
+    """CRC-32 of an array's bytes in C order (zlib releases the GIL on large buffers, so the
+    reader verifies columns on its worker thread while it reads the next ones)."""
+    arr = np.ascontiguousarray(data)
+    return zlib.crc32(arr.data.cast("B")) if arr.size else 0
+
+
+def _stored_checksum(ds: h5py.Dataset, what: str) -> int:
+    stored = ds.attrs.get(CHECKSUM_ATTR)
+    if stored is None:
+        raise BufferFormatError(f"{what} has no {CHECKSUM_ATTR} attribute")
+    try:
+        return int(stored)
+    except (TypeError, ValueError):
+        raise BufferFormatError(f"{what} has a malformed {CHECKSUM_ATTR} attribute") from None
+
+
+def _verify(expected: int, data: np.ndarray, what: str) -> None:
+    if checksum(data) != expected:
+        raise BufferFormatError(f"{what} fails its checksum (the file was altered or damaged)")
 
 
 def _write_snapshot(group: h5py.Group, snap: PolicySnapshot) -> None:
@@ -184,7 +214,8 @@ def _write_snapshot(group: h5py.Group, snap: PolicySnapshot) -> None:
             raise BufferFormatError(
                 f"snapshot {snap.version} tensor {key!r} must be finite floating point"
             )
-        g.create_dataset(key, data=arr, track_times=False)
+        ds = g.create_dataset(key, data=arr, track_times=False)
+        ds.attrs[CHECKSUM_ATTR] = checksum(arr)
 
 
 def _check_snapshots(steps: Mapping[int, int]) -> None:
@@ -247,9 +278,10 @@ def _read_metadata(f: h5py.File, path: Path, allow_incomplete: bool) -> BufferMe
             f"{path}: not a tomrepro replay buffer (schema attribute {schema!r})"
         )
     version = _attr(f, path, "schema_version", int)
-    if version != SCHEMA_VERSION:
+    if version not in READABLE_VERSIONS:
         raise BufferFormatError(
-            f"{path}: unsupported schema version {version} (this tomrepro reads {SCHEMA_VERSION})"
+            f"{path}: unsupported schema version {version} (this tomrepro reads "
+            f"{', '.join(map(str, READABLE_VERSIONS))})"
         )
     task_id = _attr(f, path, "task_id", str)
     try:
@@ -278,14 +310,20 @@ def _read_metadata(f: h5py.File, path: Path, allow_incomplete: bool) -> BufferMe
         versions={
             p: _attr(f, path, f"{p}_version", str) for p in (*_VERSIONED_PACKAGES, "tomrepro")
         },
+        schema_version=version,
     )
 
 
 def read_buffer(
-    path: str | os.PathLike[str], *, allow_incomplete: bool = False, deep: bool = False
+    path: str | os.PathLike[str],
+    *,
+    allow_incomplete: bool = False,
+    deep: bool = False,
+    verify: bool = True,
 ) -> BufferFile:
     """Load and check a buffer file; any violation is one `BufferFormatError` line.
 
+    Every column's checksum is verified (schema 2; `verify=False` skips it for huge files).
     `deep` adds the cross-row observation continuity check (see `check_columns`) and checks
     every policy snapshot's tensors (`read_snapshot` checks one when it is read).
     """
@@ -294,7 +332,8 @@ def read_buffer(
         meta = _read_metadata(f, path, allow_incomplete)
         n = _attr(f, path, "num_transitions", int)
         attr_dims = {name: _attr(f, path, name, int) for name in ("obs_dim", "act_dim")}
-        columns = _read_and_scan_columns(f, path)
+        checked = verify and meta.schema_version >= 2
+        columns = _read_and_scan_columns(f, path, checked)
         steps = _read_snapshot_index(f, path)
     try:
         _, obs_dim, act_dim = check_structure(columns, deep=deep, provenance=False)
@@ -314,25 +353,34 @@ def read_buffer(
         raise BufferFormatError(f"{path}: obs_dim/act_dim attributes disagree with the columns")
     if deep:  # every snapshot's tensors against the actor's architecture
         for version in steps:
-            read_snapshot(path, version)
+            read_snapshot(path, version, verify=verify)
     return BufferFile(path, ReplayBuffer.from_columns(columns, check=False), meta, steps)
 
 
-def _read_and_scan_columns(f: h5py.File, path: Path) -> dict[str, np.ndarray]:
+def _read_and_scan_columns(f: h5py.File, path: Path, verify: bool) -> dict[str, np.ndarray]:
     """Read every column while a worker thread checks the columns already read.
 
-    The small provenance columns are read first so that their order checks, then the NaN/inf
-    scans of the float columns, run while the bulk is still being read. Reads (`preadv`) and numpy
-    scans both release the GIL, so on two cores the checks cost little wall time.
+    The small provenance columns are read first so that their order checks, then the checksums
+    and NaN/inf scans of the float columns, run while the bulk is still being read. Reads
+    (`preadv`), CRC-32 and numpy scans all release the GIL, so on two cores the checks cost
+    little wall time.
     """
     fd = os.open(path, os.O_RDONLY)
     try:
         with ThreadPoolExecutor(max_workers=1) as pool:
-            columns = {name: _read_column(f, fd, path, name) for name in PROVENANCE_COLUMNS}
-            checks = [pool.submit(check_provenance, dict(columns))]
-            for name in FLOAT_COLUMNS:
+            columns: dict[str, np.ndarray] = {}
+            checks = []
+            for name in (*PROVENANCE_COLUMNS, *FLOAT_COLUMNS):
                 columns[name] = _read_column(f, fd, path, name)
-                checks.append(pool.submit(check_finite, name, columns[name]))
+                if verify:
+                    what = f"column {name!r}"
+                    stored = _stored_checksum(f[name], f"{path}: {what}")
+                    checks.append(pool.submit(_verify, stored, columns[name], what))
+                if name in FLOAT_COLUMNS:
+                    checks.append(pool.submit(check_finite, name, columns[name]))
+                elif name == PROVENANCE_COLUMNS[-1]:
+                    prov = {k: columns[k] for k in PROVENANCE_COLUMNS}
+                    checks.append(pool.submit(check_provenance, prov))
             for check in checks:
                 try:
                     check.result()
@@ -462,11 +510,15 @@ def check_actor_tensors(tensors: Mapping[str, np.ndarray], obs_dim: int, act_dim
             raise ValueError(f"tensor {name!r} is not finite float32")
 
 
-def read_snapshot(path: str | os.PathLike[str], version: int) -> PolicySnapshot:
+def read_snapshot(
+    path: str | os.PathLike[str], version: int, *, verify: bool = True
+) -> PolicySnapshot:
     """Load one policy snapshot's tensors (snapshots are read on demand, not with the buffer),
-    checked against the file's sizes and the actor's architecture."""
+    checked against the file's sizes and the actor's architecture, and (schema 2) against
+    their checksums."""
     path = Path(path)
     with _open(path) as f:
+        verify = verify and _attr(f, path, "schema_version", int) >= 2
         group = f.get(f"{SNAPSHOT_GROUP}/{version:06d}")
         if not isinstance(group, h5py.Group):
             raise BufferFormatError(f"{path}: no policy snapshot for version {version}")
@@ -481,6 +533,9 @@ def read_snapshot(path: str | os.PathLike[str], version: int) -> PolicySnapshot:
             if not isinstance(ds, h5py.Dataset):
                 raise BufferFormatError(f"{path}: snapshot {version} entry {key!r} is not a tensor")
             tensors[key] = ds[()]
+            if verify:
+                what = f"{path}: snapshot {version} tensor {key!r}"
+                _verify(_stored_checksum(ds, what), tensors[key], what)
         try:
             check_actor_tensors(tensors, *dims)
         except ValueError as exc:

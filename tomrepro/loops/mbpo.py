@@ -16,7 +16,7 @@ Per env step t (MBPO, Janner et al. 2019, with the official TOM code's settings)
 A continuation starts from the prefix of a collected buffer at snapshot K and the agent
 checkpoint saved there (actor, critics, temperature, optimisers, and the env mid-episode), so
 every learner continues from the same state; the run's own buffer holds the prefix plus the new
-rows. Outputs (one directory per run): `curve.csv` / `curve.nc`, `buffer.h5` (schema v1),
+rows. Outputs (one directory per run): `curve.csv` / `curve.nc`, `buffer.h5` (schema v2),
 `checkpoint.pt` (latest epoch), `model.pt`, `run.json` (config, completion, summary).
 """
 
