@@ -14,8 +14,9 @@ import hashlib
 import json
 import os
 import zlib
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from importlib import metadata
 from itertools import pairwise
@@ -226,7 +227,10 @@ def _check_snapshots(steps: Mapping[int, int]) -> None:
         raise BufferFormatError("policy snapshots must start at increasing env steps")
 
 
-def _open(path: Path) -> h5py.File:
+@contextmanager
+def _open(path: Path) -> Iterator[h5py.File]:
+    """The file, open for reading; whatever libhdf5 or h5py raise about a damaged file while it
+    is read (KeyError, OSError, RuntimeError, ...) becomes one `BufferFormatError` line."""
     if not path.exists():
         raise BufferFormatError(f"{path}: no such file")
     if path.is_dir():
@@ -234,11 +238,25 @@ def _open(path: Path) -> h5py.File:
     if not h5py.is_hdf5(path):
         raise BufferFormatError(f"{path}: not an HDF5 file")
     try:
-        return h5py.File(path, "r")
+        f = h5py.File(path, "r")
     except OSError as exc:
         raise BufferFormatError(
-            f"{path}: unreadable HDF5 file (truncated or corrupt?): {exc}"
+            f"{path}: unreadable HDF5 file (truncated or corrupt?): {_first_line(exc)}"
         ) from None
+    try:
+        with f:
+            yield f
+    except TomreproError:
+        raise
+    except (OSError, KeyError, RuntimeError, ValueError, TypeError, IndexError) as exc:
+        raise BufferFormatError(
+            f"{path}: unreadable HDF5 content (corrupt file?): {_first_line(exc)}"
+        ) from None
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip().strip("'\"")
+    return text.splitlines()[0] if text else type(exc).__name__
 
 
 def _attr(f: h5py.File, path: Path, name: str, kind: type) -> Any:
