@@ -100,3 +100,23 @@ def test_code_digest_ignores_comments_and_docstrings_but_not_code(tmp_path):
     assert code_digest(["tomrepro.a"], tmp_path / ".") == first
     (pkg / "b.py").write_text("X = 2\n")  # an imported module's code changed
     assert code_digest(["tomrepro.a"], tmp_path / "./") != first
+
+
+def test_a_write_past_a_file_size_limit_is_one_line_and_keeps_the_old_file(tmp_path):
+    """Out of space, simulated by RLIMIT_FSIZE: no partial file under the final name, the
+    earlier artifact intact, one line."""
+    out = tmp_path / "random.h5"
+    out.write_bytes(b"an earlier artifact")
+    script = (
+        "import resource, sys\n"
+        "resource.setrlimit(resource.RLIMIT_FSIZE, (20_000, 20_000))\n"
+        "from tomrepro.cli import main\n"
+        f"sys.exit(main(['random-buffer', '--profile', 'smoke', '--out', {str(out)!r}]))\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", script], cwd=REPO_ROOT, capture_output=True, text=True
+    )
+    assert done.returncode == 2 and done.stderr.count("\n") == 1, done.stderr
+    assert "cannot write" in done.stderr and "too large" in done.stderr.lower()
+    assert out.read_bytes() == b"an earlier artifact"
+    assert [p.name for p in tmp_path.iterdir()] == ["random.h5"]  # no temporary file left

@@ -26,10 +26,13 @@ def atomic_path(target: str | os.PathLike[str]) -> Iterator[Path]:
         raise TomreproError(f"cannot write {target}: directory {parent} is not writable")
     tmp = parent / f".{target.name}.tmp-{os.getpid()}"
     try:
-        yield tmp
-        with open(tmp, "rb+") as fh:
-            os.fsync(fh.fileno())
-        os.replace(tmp, target)
+        try:
+            yield tmp
+            with open(tmp, "rb+") as fh:
+                os.fsync(fh.fileno())
+            os.replace(tmp, target)
+        except OSError as exc:  # a full disk, a file-size limit, a vanished directory
+            raise TomreproError(f"cannot write {target}: {exc.strerror or exc}") from None
     finally:
         with contextlib.suppress(FileNotFoundError):
             tmp.unlink()

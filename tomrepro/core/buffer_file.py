@@ -13,6 +13,8 @@ import datetime as _dt
 import hashlib
 import json
 import os
+import resource
+import shutil
 import zlib
 from collections.abc import Iterable, Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
@@ -48,6 +50,7 @@ SCHEMA_VERSION = 2
 # Version 1 files (no checksums) stay readable and are reported as unverified.
 READABLE_VERSIONS = (1, 2)
 CHECKSUM_ATTR = "crc32"
+WRITE_OVERHEAD_BYTES = 1 << 20  # HDF5 metadata, attributes, chunk index: generous
 SNAPSHOT_GROUP = "policy_snapshots"
 CHUNK_BYTES = 1 << 20
 COMPRESSIONS = ("lzf", "gzip", None)
@@ -155,6 +158,11 @@ def write_buffer(
         "tomrepro_version": __version__,
     }
     attrs.update({f"{p}_version": _package_version(p) for p in _VERSIONED_PACKAGES})
+    snapshots = list(snapshots)
+    data_bytes = sum(c.nbytes for c in columns.values()) + sum(
+        np.asarray(t).nbytes for snap in snapshots for t in snap.tensors.values()
+    )
+    check_room_for(path, data_bytes + WRITE_OVERHEAD_BYTES)
     with atomic_path(path) as tmp:
         try:
             with h5py.File(tmp, "w", track_order=True) as f:
@@ -181,6 +189,27 @@ def _write_column(f: h5py.File, name: str, data: np.ndarray, compression: str | 
         track_times=False,
     )
     ds.attrs[CHECKSUM_ATTR] = checksum(data)
+
+
+def check_room_for(path: Path, size: int) -> None:
+    """Refuse, in one line, a write that cannot fit: libhdf5 can crash the process when a write
+    fails part-way (a full disk, a file-size limit), so the room is checked before writing."""
+    parent = path.parent if str(path.parent) else Path(".")
+    limit, _ = resource.getrlimit(resource.RLIMIT_FSIZE)
+    if limit != resource.RLIM_INFINITY and size > limit:
+        raise TomreproError(
+            f"cannot write {path}: about {size / 2**20:.1f} MiB needed, beyond this process's "
+            f"file-size limit ({limit / 2**20:.1f} MiB): file too large"
+        )
+    try:
+        free = shutil.disk_usage(parent).free
+    except OSError:
+        return
+    if size > free:
+        raise TomreproError(
+            f"cannot write {path}: about {size / 2**20:.1f} MiB needed, "
+            f"{free / 2**20:.1f} MiB free on its disk"
+        )
 
 
 def checksum(data: np.ndarray) -> int:
