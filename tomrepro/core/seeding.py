@@ -25,6 +25,7 @@ PURPOSES: dict[str, str] = {
     "model_fit": "holdout split, initialisation and minibatches of a dynamics-model fit",
     "tom/q": "the dual-RL Q network's initialisation",
     "tom/q_batches": "the dual-RL Q network's minibatches and next actions",
+    "tom/q_readout": "the a' draws shared by every convergence check of a one-off dual fit",
     "tom/discriminator": "one round's discriminator (index: the round)",
     "offline/eval": "a snapshot's fresh on-policy episodes (index: the snapshot)",
     "finite/recovery": "random finite MDPs of claim C5",

@@ -153,7 +153,7 @@ def fit_to_convergence(
     spearman: list[float] = []
     change: list[float] = []
     previous: tuple[np.ndarray, list[float]] | None = None
-    check_seed = int(estimator.generator.initial_seed()) ^ 0x5EED
+    check_seed = derive_seed(int(estimator.generator.initial_seed()), "tom/q_readout")
     converged = False
     while len(losses) < rule.max_steps and not converged:
         window = estimator.fit(data, initial_observations, actor, steps=rule.window)

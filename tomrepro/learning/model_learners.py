@@ -25,7 +25,7 @@ import torch
 
 from tomrepro.core.config import ProfileConfig
 from tomrepro.core.errors import TomreproError
-from tomrepro.core.learners import PMACConfig, TOMConfig, VaGraMConfig, get_learner
+from tomrepro.core.learners import TOMConfig, get_learner
 from tomrepro.core.seeding import derive_seed
 from tomrepro.learning.dual_rl import OccupancyRatioEstimator
 from tomrepro.learning.recency_weights import pmac_weights
@@ -153,9 +153,6 @@ class TOMLearner(ModelLearner):
 
 
 class PMACLearner(ModelLearner):
-    def __init__(self, params: PMACConfig, *, seed: int, device: torch.device) -> None:
-        super().__init__(params, seed=seed, device=device)
-
     def plan(self, inputs: PlanInputs) -> LearnerPlan:
         granularity = self.params.granularity if inputs.groups is not None else "snapshot"
         groups = (
@@ -178,9 +175,6 @@ class VaGraMLearner(ModelLearner):
     clipping), the quantile taken over this round's rows, not per minibatch. TOM's `vaml.py`
     differs: an MDN whose per-dimension NLL (not a squared error) is multiplied by g, with
     the reward and state columns misaligned; see the report's deviation list."""
-
-    def __init__(self, params: VaGraMConfig, *, seed: int, device: torch.device) -> None:
-        super().__init__(params, seed=seed, device=device)
 
     def plan(self, inputs: PlanInputs) -> LearnerPlan:
         if inputs.critic is None:

@@ -25,6 +25,7 @@ import logging
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
+from functools import cached_property
 from itertools import product
 from pathlib import Path
 from typing import Any
@@ -119,7 +120,9 @@ class OfflineStudy:
     def dataset_path(self) -> Path:
         return self.out / "study.nc"
 
+    @cached_property
     def directory(self) -> RunDirectory:
+        """Built once: its fingerprint holds the buffer's content digest (a full read)."""
         return RunDirectory(
             self.out,
             {**self.config, "buffer_digest": content_digest(self.buffer_path)},
@@ -143,9 +146,7 @@ class OfflineStudy:
         `overwrite` (the DVC stage passes it, as for collect)."""
         for k in self.cfg.snapshots:
             loaded.snapshot_step(k)
-        start = self.directory().prepare(
-            overwrite=self.overwrite, rerun_complete=self.rerun_complete
-        )
+        start = self.directory.prepare(overwrite=self.overwrite, rerun_complete=self.rerun_complete)
         if start is Start.DONE:
             return True
         (self.out / "cells").mkdir(exist_ok=True)
@@ -154,7 +155,7 @@ class OfflineStudy:
 
     def run(self) -> Path:
         """Holds the directory's lock for the whole run (another writer is refused)."""
-        with self.directory().lock(break_lock=self.break_lock):
+        with self.directory.lock(break_lock=self.break_lock):
             return self._run()
 
     def _run(self) -> Path:
