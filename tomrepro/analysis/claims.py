@@ -1,358 +1,466 @@
-"""Claims C1-C6 judged on measured data by stated rules (DESIGN §1); verdicts are computed here.
+"""Claims C1-C6 judged on measured data by rules fixed in the profile (DESIGN §1, §9).
 
-Every rule gives one of three verdicts: `reproduced` (the interval says the claimed effect is
-there), `not reproduced` (the interval says it is absent or reversed) and `inconclusive` (the
-interval allows both, or there is too little data). Intervals are expanded percentile bootstraps
-(`statistics.bootstrap`) over seeds for MBPO runs and over (snapshot, seed) cells for the offline
-study. Those cells share one collect run (snapshots are nested prefixes of one buffer), and the
-continuations of one snapshot start from one state: the intervals describe seed-to-seed variation
-given that run, not variation over independent collections. Rows are judged one by one, with no
-correction for testing several of them.
+Each row reduces its claim to one effect per independent unit, signed so that the claimed
+direction is positive, and hands it to `statistics.decide`: an exact sign-flip interval, the
+smallest effect size of interest (SESOI) from the profile, and one of `reproduced`, `not
+reproduced`, `inconclusive` (with power and the units deciding would need) or `indicative` (too
+few units for a verdict). Units:
+- offline study (C1, C2): independent collect runs; snapshots and model seeds of one run are
+  averaged inside it, because they share its buffer and its evaluation episodes;
+- MBPO (C3, C4): seeds, paired across learners (a seed's runs share random streams);
+- finite MDPs (C5, C6): independently drawn MDPs.
+Several per-task rows of one claim are Holm-corrected. Rows whose rule holds by construction
+(identities, theorems) are `sanity` rows, never evidence.
 """
 
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass, field
-from typing import Any, Literal
+from dataclasses import asdict
+from typing import Any
 
 import numpy as np
 import xarray as xr
 
+from tomrepro.analysis.aggregates import aggregate_scores
+from tomrepro.analysis.claim_rows import (
+    ClaimResult,
+    Role,
+    lacking,
+    make_row,
+    ratio_display,
+)
 from tomrepro.analysis.datasets import AnalysisData
+from tomrepro.analysis.finite_verdicts import model_fit_rows, recovery_rows
 from tomrepro.analysis.statistics import (
-    Estimate,
-    bootstrap,
-    gain_difference,
-    mean_of,
-    ratio_of_means,
+    DECISIVE,
+    Decision,
+    decide,
+    decide_equivalence,
+    holm,
+    slope_per_step,
 )
 from tomrepro.core.config import AnalysisConfig
 from tomrepro.core.seeding import derive_seed
 
-Verdict = Literal["reproduced", "not reproduced", "inconclusive"]
-
-STATEMENTS = {
-    "C1": "TOM's weights focus on policy-relevant, recent experience",
-    "C2": "TOM models are more accurate where the current policy goes",
-    "C3": "TOM speeds up learning of the backbone (MBPO)",
-    "C4": "TOM reaches the same asymptotic return as MLE",
-    "C5": "the dual-RL estimator recovers the true occupancy ratio",
-    "C6": "the TOM objective lower-bounds log J(pi)",
-}
-
-# With 2 units a bootstrap interval is the range of 2 values (coverage 50 %); 3 is the least
-# that can support a verdict, and even then the interval is optimistic (see statistics.py).
-MIN_UNITS = 3
-# Weight ratios are clipped here before their log is averaged, so a bin with zero mean weight
-# (ratio 0 or inf) counts as a strong effect instead of breaking the mean.
+# Weight ratios are clipped before their log is averaged, so a bin with zero mean weight (ratio
+# 0 or inf) counts as a strong effect instead of breaking the mean.
 RATIO_CLIP = (1e-3, 1e3)
-
-MEASURES = {
-    "C1": "mean Spearman correlation of TOM weight with transition env step",
-    "C2": "TOM / MLE on-policy state error (geometric mean over paired cells)",
-    "C3": "TOM / MLE mean env steps to reach the return threshold",
-    "C4": "(TOM - MLE) final return as a share of MLE's gain over the first evaluation",
-    "C5": "largest relative error of the exactly solved dual's weights vs d^pi / d^R",
-    "C6": "smallest slack log J(pi) - bound over all MDP draws (KL and chi2 forms)",
-}
-
-
-@dataclass(frozen=True)
-class ClaimResult:
-    """One row of the claims table: the verdict with the number and rule it came from."""
-
-    claim_id: str
-    scope: str
-    verdict: Verdict
-    measure: str
-    rule: str
-    estimate: Estimate | None
-    units: int
-    evidence: dict[str, Any] = field(default_factory=dict)
-
-    @property
-    def statement(self) -> str:
-        return STATEMENTS[self.claim_id]
-
-    @classmethod
-    def from_json(cls, raw: dict[str, Any]) -> ClaimResult:
-        est = raw["estimate"]
-        return cls(
-            raw["claim_id"],
-            raw["scope"],
-            raw["verdict"],
-            raw["measure"],
-            raw["rule"],
-            Estimate(**est) if est else None,
-            raw["units"],
-            raw["evidence"],
-        )
-
-    def to_json(self) -> dict[str, Any]:
-        out = asdict(self)
-        out["statement"] = self.statement
-        out["estimate"] = asdict(self.estimate) if self.estimate else None
-        return out
-
-
-def _ratio_verdict(est: Estimate) -> Verdict:
-    """For a ratio whose claimed direction is below 1."""
-    if est.high < 1:
-        return "reproduced"
-    if est.low >= 1:
-        return "not reproduced"
-    return "inconclusive"
+# C4: an arm "sits at the task maximum" when its mean final return is within this share of it.
+CEILING_SHARE = 0.01
 
 
 class ClaimJudge:
-    """Applies the rules of one profile's `analysis` section; seeded, so verdicts are repeatable."""
+    """Applies the rules of one profile's `analysis` section; seeded, so verdicts repeat."""
 
     def __init__(self, cfg: AnalysisConfig, seed: int) -> None:
         self.cfg = cfg
         self.seed = seed
 
-    def _bootstrap(self, samples: tuple[np.ndarray, ...], statistic) -> Estimate:
-        rng = np.random.default_rng(derive_seed(self.seed, "analysis/bootstrap"))
-        return bootstrap(samples, statistic, rng, self.cfg.bootstrap_samples, self.cfg.confidence)
+    def _decide(self, effects: np.ndarray, sesoi: float, min_units: int) -> Decision:
+        seed = derive_seed(self.seed, "analysis/bootstrap")
+        return decide(effects, sesoi, self.cfg.confidence, min_units, seed)
 
     @property
     def _pct(self) -> str:
         return f"{100 * self.cfg.confidence:g}%"
 
-    def rules(self) -> dict[str, str]:
-        """Each claim's rule in words, with this profile's numbers."""
-        f, n, margin = (
-            self.cfg.threshold_fraction,
-            self.cfg.final_evaluations,
-            self.cfg.equivalence_margin,
+    def _verdict_words(self, units: str, minimum: int) -> str:
+        return (
+            f"units: {units}; exact sign-flip {self._pct} interval of the mean effect; "
+            "reproduced if it lies above 0, not reproduced if it lies below the SESOI, "
+            f"inconclusive otherwise; indicative with fewer than {minimum} units"
         )
-        cells = "(bootstrap over snapshot x seed cells of one collect run)"
-        return {
-            "C1": f"reproduced if the {self._pct} intervals of the mean Spearman correlation and "
-            "of the geometric-mean newest/oldest age-bin weight ratio lie above 0 and 1; not "
-            "reproduced if either lies at or below 0 / 1; else inconclusive. Constant weights "
-            f"count as correlation 0; ratios are clipped to {RATIO_CLIP} {cells}",
-            "C2": f"reproduced if the {self._pct} interval of the ratio lies below 1; not "
-            "reproduced if it lies at or above 1; else inconclusive (paired: same data, budget "
-            f"and seed per pair) {cells}",
-            "C3": f"threshold = R0 + {f:g} (Rbest - R0), R0 the mean first evaluation, Rbest the "
-            "best seed-mean evaluation of either learner; a run that never reaches it counts as "
-            "reaching it one evaluation after the last of the grid; reproduced if the "
-            f"{self._pct} interval of the step ratio lies below 1, not reproduced if at or above "
-            "1, else inconclusive (bootstrap over seeds)",
-            "C4": f"final return = mean of each run's last {n} evaluations at the run's budget; "
-            f"reproduced if the {self._pct} interval lies above -{margin:g} (TOM not worse than "
-            f"MLE by more than {margin:g} of MLE's gain; better counts too), not reproduced if "
-            f"it lies below -{margin:g}, else inconclusive (bootstrap over seeds)",
-            "C5": f"reproduced if the error is at most {self.cfg.recovery_tolerance:g} for every "
-            "reward and divergence with the expected (exact) residual, not reproduced otherwise "
-            "(a missing or non-finite value included). The sampled residual's error is reported, "
-            "not judged: it is biased by construction",
-            "C6": f"reproduced if every slack is at least -{self.cfg.bound_tolerance:g}, not "
-            "reproduced otherwise (a non-finite slack included)",
-        }
-
-    def _result(self, claim_id, scope, verdict, estimate, units, evidence) -> ClaimResult:
-        rule = self.rules()[claim_id]
-        return ClaimResult(
-            claim_id, scope, verdict, MEASURES[claim_id], rule, estimate, units, evidence
-        )
-
-    def _lacking(self, claim_id: str, scope: str, why: str, units: int = 0) -> ClaimResult:
-        return self._result(claim_id, scope, "inconclusive", None, units, {"why": why})
 
     # --- C1, C2: the offline study -------------------------------------------------------------
 
-    def weights_focus_on_recent(self, offline: xr.Dataset | None) -> ClaimResult:
-        scope = "offline study"
+    @staticmethod
+    def _per_run(da: xr.DataArray) -> np.ndarray:
+        """Mean over the cells nested in each collect run (one run when there is no `run` dim)."""
+        nested = [d for d in da.dims if d != "run"]
+        per_run = da.mean(nested, skipna=True)
+        return np.atleast_1d(per_run.values).astype(np.float64)
+
+    def weights_focus_on_recent(self, offline: xr.Dataset | None) -> list[ClaimResult]:
+        scope, measure = "offline study", "mean Spearman correlation of TOM weight with env step"
         if offline is None or "tom" not in offline.learner.values:
-            return self._lacking("C1", scope, "no offline study with TOM")
+            return [lacking("C1", scope, "primary", measure, "no offline study with TOM")]
         tom = offline.sel(learner="tom")
-        ratio = tom.newest_oldest_ratio.values.ravel()
-        fitted = ~np.isnan(ratio)  # cells whose TOM weights were estimated at all
-        rho = np.nan_to_num(tom.spearman_recency.values.ravel()[fitted], nan=0.0)
-        log_ratio = np.log(np.clip(ratio[fitted], *RATIO_CLIP))
-        if fitted.sum() < MIN_UNITS:
-            return self._lacking("C1", scope, f"fewer than {MIN_UNITS} cells", int(fitted.sum()))
-        corr = self._bootstrap((rho,), mean_of)
-        ratio_est = self._bootstrap((log_ratio,), mean_of).map(math.exp)
-        if corr.low > 0 and ratio_est.low > 1:
-            verdict: Verdict = "reproduced"
-        elif corr.high <= 0 or ratio_est.high <= 1:
-            verdict = "not reproduced"
-        else:
-            verdict = "inconclusive"
+        fitted = tom.newest_oldest_ratio.notnull()  # cells whose TOM weights were estimated
+        rho = tom.spearman_recency.fillna(0.0).where(fitted)
+        log_ratio = np.log(tom.newest_oldest_ratio.clip(*RATIO_CLIP)).where(fitted)
+        per_run = self._per_run(rho)
+        decision = self._decide(per_run, self.cfg.sesoi_recency, self.cfg.min_offline_runs)
+        ratio = self._decide(self._per_run(log_ratio), 0.0, self.cfg.min_offline_runs)
         evidence = {
-            "newest_oldest_ratio": asdict(ratio_est),
-            "cells_with_clipped_ratio": int(
-                ((ratio[fitted] < RATIO_CLIP[0]) | (ratio[fitted] > RATIO_CLIP[1])).sum()
-            ),
+            "spearman_per_run": per_run.tolist(),
+            "newest_oldest_ratio (geometric mean, interval)": asdict(ratio.estimate.map(math.exp))
+            if ratio.estimate
+            else None,
             "cells_with_constant_weights": int(
-                np.isnan(tom.spearman_recency.values.ravel())[fitted].sum()
+                (tom.spearman_recency.isnull() & fitted).sum().item()
             ),
-            "spearman_by_snapshot": {
-                int(k): float(v)
-                for k, v in tom.spearman_recency.fillna(0.0)
-                .where(tom.newest_oldest_ratio.notnull())
-                .mean("seed")
-                .to_series()
-                .items()
-            },
+            "spearman_by_snapshot": _by_snapshot(rho),
             "ess_share_mean": float(np.nanmean(tom.ess_share.values)),
         }
-        return self._result("C1", scope, verdict, corr, int(fitted.sum()), evidence)
+        rule = (
+            f"effect = a run's mean Spearman correlation (constant weights count as 0), SESOI "
+            f"{self.cfg.sesoi_recency:g}; "
+            + self._verdict_words("independent collect runs", self.cfg.min_offline_runs)
+        )
+        return [make_row("C1", scope, "primary", measure, rule, decision, evidence)]
 
-    def _error_ratio(
-        self, offline: xr.Dataset, variable: str, learner: str
-    ) -> tuple[Estimate | None, int]:
-        """Geometric-mean ratio learner/MLE of a model error over paired cells, and the pairs."""
-        mine = offline[variable].sel(learner=learner).values.ravel()
-        mle = offline[variable].sel(learner="mle").values.ravel()
-        keep = np.isfinite(mine) & np.isfinite(mle) & (mine > 0) & (mle > 0)
-        if keep.sum() < MIN_UNITS:
-            return None, int(keep.sum())
-        diffs = np.log(mine[keep]) - np.log(mle[keep])
-        return self._bootstrap((diffs,), mean_of).map(math.exp), int(keep.sum())
+    def _error_effects(self, offline: xr.Dataset, variable: str, learner: str, base: str):
+        """Per collect run: mean over its cells of log(base error / learner error)."""
+        mine, other = offline[variable].sel(learner=learner), offline[variable].sel(learner=base)
+        keep = (mine > 0) & (other > 0)
+        return self._per_run((np.log(other) - np.log(mine)).where(keep))
 
-    def accurate_on_policy(self, offline: xr.Dataset | None) -> ClaimResult:
+    def accurate_on_policy(self, offline: xr.Dataset | None) -> list[ClaimResult]:
         scope = "offline study"
-        learners = [] if offline is None else offline.learner.values.tolist()
+        learners = [] if offline is None else [str(x) for x in offline.learner.values]
+        measure = "relative reduction of on-policy state error, 1 - TOM / {base} (per-run mean)"
         if offline is None or not {"tom", "mle"} <= set(learners):
-            return self._lacking("C2", scope, "no offline study with TOM and MLE")
-        est, pairs = self._error_ratio(offline, "on_policy_state_mse", "tom")
-        if est is None:
-            return self._lacking("C2", scope, f"fewer than {MIN_UNITS} paired cells", pairs)
-        evidence: dict[str, Any] = {}
+            return [lacking("C2", scope, "primary", measure.format(base="MLE"), "no TOM and MLE")]
+        sesoi = -math.log(1 - self.cfg.sesoi_error_reduction)
+        rule = (
+            "effect = a run's mean over its cells of log(base error / TOM error), same data, "
+            f"budget and model seed per pair; SESOI {self.cfg.sesoi_error_reduction:g} relative "
+            "reduction; "
+            + self._verdict_words("independent collect runs", self.cfg.min_offline_runs)
+        )
         last = offline.assign(open_loop_last=offline.open_loop_state_mse.isel(horizon=-1))
         horizon = int(offline.horizon.values[-1])
-        for learner in learners:
-            if learner == "mle":
+        rows = []
+        for base, role in (("mle", "primary"), ("pmac", "comparison")):
+            if base not in learners:
                 continue
+            effects = self._error_effects(offline, "on_policy_state_mse", "tom", base)
+            decision = self._decide(effects, sesoi, self.cfg.min_offline_runs)
+            evidence: dict[str, Any] = {"effect_per_run (log ratio)": effects.tolist()}
             for variable, name in (
-                ("on_policy_state_mse", "on-policy"),
                 ("buffer_state_mse", "buffer"),
                 ("open_loop_last", f"open-loop H={horizon}"),
             ):
-                other, _ = self._error_ratio(last, variable, learner)
-                evidence[f"{learner} / MLE, {name}"] = asdict(other) if other else None
-        return self._result("C2", scope, _ratio_verdict(est), est, pairs, evidence)
+                other = self._decide(
+                    self._error_effects(last, variable, "tom", base), 0.0, 2
+                ).estimate
+                evidence[f"{name} reduction"] = asdict(other.map(ratio_display)) if other else None
+            evidence["reduction_by_snapshot"] = _by_snapshot(
+                1
+                - offline.on_policy_state_mse.sel(learner="tom")
+                / offline.on_policy_state_mse.sel(learner=base)
+            )
+            rows.append(
+                make_row(
+                    "C2",
+                    f"{scope}, TOM vs {base.upper()}",
+                    role,
+                    measure.format(base=base.upper()),
+                    rule.replace("base", base.upper()),
+                    decision,
+                    evidence,
+                    ratio_display,
+                )
+            )
+        return rows
 
     # --- C3, C4: MBPO curves -------------------------------------------------------------------
 
-    def _runs(self, curves: xr.Dataset, task: str, snapshot: int, learner: str) -> xr.DataArray:
-        """return_mean over (seed, env_step) of one learner's runs, seeds without data dropped."""
-        da = curves.return_mean.sel(task=task, snapshot=snapshot, learner=learner)
-        return da.dropna("seed", how="all")
-
-    def _both(self, curves: xr.Dataset, task: str, snapshot: int) -> dict[str, xr.DataArray]:
-        if not {"tom", "mle"} <= set(curves.learner.values.tolist()):
+    def _paired(self, curves: xr.Dataset, task: str, snapshot: int) -> dict[str, xr.DataArray]:
+        """TOM's and MLE's runs (seed x env_step) on the seeds both ran, on the common grid of
+        evaluations every one of those runs reached."""
+        if not {"tom", "mle"} <= {str(x) for x in curves.learner.values}:
             return {}
-        runs = {m: self._runs(curves, task, snapshot, m) for m in ("mle", "tom")}
-        grid = xr.concat(list(runs.values()), "learner").dropna("env_step", how="all").env_step
-        return {m: r.sel(env_step=grid) for m, r in runs.items()}
-
-    def speeds_up_learning(self, curves: xr.Dataset, task: str, snapshot: int) -> ClaimResult:
-        scope = scope_name(task, snapshot)
-        runs = self._both(curves, task, snapshot)
-        if not runs:
-            return self._lacking("C3", scope, "no TOM and MLE runs")
-        seeds = min(r.sizes["seed"] for r in runs.values())
-        if seeds < MIN_UNITS or runs["mle"].sizes["env_step"] < 2:
-            return self._lacking(
-                "C3", scope, f"fewer than {MIN_UNITS} seeds or 2 evaluations", seeds
-            )
-        r0 = float(np.mean([r.isel(env_step=0).mean() for r in runs.values()]))
-        best = float(max(r.mean("seed", skipna=True).max() for r in runs.values()))
-        if best <= r0:
-            return self._lacking("C3", scope, "no learner improved on R0", seeds)
-        threshold = r0 + self.cfg.threshold_fraction * (best - r0)
-        steps = {m: _steps_to(r, threshold) for m, r in runs.items()}
-        est = self._bootstrap((steps["mle"], steps["tom"]), ratio_of_means)
-        evidence = {
-            "threshold": threshold,
-            "r0": r0,
-            "best_seed_mean": best,
-            **{f"steps_{m}": v.tolist() for m, v in steps.items()},
-            **{f"reached_{m}": int(_reached(r, threshold).sum()) for m, r in runs.items()},
+        da = curves.return_mean.sel(task=task, snapshot=snapshot, learner=["mle", "tom"])
+        seeds = da.notnull().any("env_step").all("learner")
+        da = da.sel(seed=seeds.values)
+        grid = da.notnull().all(("learner", "seed"))
+        da = da.sel(env_step=grid.values)
+        return {
+            m: da.sel(learner=m, drop=True).transpose("seed", "env_step") for m in ("mle", "tom")
         }
-        return self._result("C3", scope, _ratio_verdict(est), est, seeds, evidence)
 
-    def same_final_return(self, curves: xr.Dataset, task: str, snapshot: int) -> ClaimResult:
+    def speeds_up_learning(
+        self, curves: xr.Dataset, task: str, snapshot: int, role: Role
+    ) -> list[ClaimResult]:
         scope = scope_name(task, snapshot)
-        runs = self._both(curves, task, snapshot)
-        if not runs:
-            return self._lacking("C4", scope, "no TOM and MLE runs")
-        finals = {m: _final(r, self.cfg.final_evaluations) for m, r in runs.items()}
-        seeds = min(len(v) for v in finals.values())
-        if seeds < MIN_UNITS:
-            return self._lacking("C4", scope, f"fewer than {MIN_UNITS} seeds", seeds)
-        r0 = float(np.mean([r.isel(env_step=0).mean() for r in runs.values()]))
-        if finals["mle"].mean() <= r0:
-            return self._lacking("C4", scope, "MLE's final return is not above R0", seeds)
-        est = self._bootstrap((finals["mle"], finals["tom"]), gain_difference(r0))
-        margin = self.cfg.equivalence_margin
-        if est.low > -margin:
-            verdict: Verdict = "reproduced"
-        elif est.high < -margin:
-            verdict = "not reproduced"
+        measure = "gain in area under (return - first evaluation), share of MLE's mean area"
+        runs = self._paired(curves, task, snapshot)
+        if not runs or runs["mle"].sizes["seed"] == 0 or runs["mle"].sizes["env_step"] < 2:
+            return [lacking("C3", scope, role, measure, "no paired TOM and MLE runs")]
+        areas = {m: _normalised_area(r) for m, r in runs.items()}
+        mle_mean = float(areas["mle"].mean())
+        rows = []
+        if mle_mean <= 0:
+            rows.append(lacking("C3", scope, role, measure, "MLE's mean area is not above 0"))
         else:
-            verdict = "inconclusive"
-        evidence = {"r0": r0, **{f"final_{m}": v.tolist() for m, v in finals.items()}}
-        return self._result("C4", scope, verdict, est, seeds, evidence)
+            effects = (areas["tom"] - areas["mle"]) / mle_mean
+            decision = self._decide(effects, self.cfg.sesoi_area, self.cfg.min_online_seeds)
+            evidence = {
+                "evaluations_on_grid": int(runs["mle"].sizes["env_step"]),
+                "area_mle": areas["mle"].tolist(),
+                "area_tom": areas["tom"].tolist(),
+                "pairing_correlation": _correlation(areas["mle"], areas["tom"]),
+            }
+            rule = (
+                "area = mean over the common evaluation grid of (return - the run's first "
+                "evaluation) (trapezoid); effect = (TOM area - MLE area) / MLE's mean area, per "
+                f"seed; SESOI {self.cfg.sesoi_area:g}; "
+                + self._verdict_words("paired seeds", self.cfg.min_online_seeds)
+            )
+            rows.append(make_row("C3", scope, role, measure, rule, decision, evidence))
+        threshold = self.cfg.return_thresholds.get(task)
+        if threshold is not None:
+            rows.append(self._stepsmake_row(runs, scope, threshold))
+        return rows
+
+    def _stepsmake_row(self, runs: dict[str, xr.DataArray], scope: str, threshold: float):
+        measure = f"relative saving of env steps to reach and stay above {threshold:g}"
+        evaluations = runs["mle"].sizes["env_step"]
+        if evaluations < self.cfg.min_threshold_evaluations:
+            why = f"{evaluations} evaluations on the grid (fewer than "
+            why += f"{self.cfg.min_threshold_evaluations})"
+            return lacking("C3", f"{scope}, steps to threshold", "secondary", measure, why)
+        steps = {m: _reach_and_stay(r, threshold) for m, r in runs.items()}
+        censored = {m: int(np.isnan(s).sum()) for m, s in steps.items()}
+        n = len(steps["mle"])
+        evidence = {f"steps_{m}": s.tolist() for m, s in steps.items()}
+        evidence |= {f"censored_{m}": c for m, c in censored.items()}
+        if censored["mle"] > n / 2 and censored["tom"] > n / 2:
+            return ClaimResult(
+                "C3",
+                f"{scope}, steps to threshold",
+                "secondary",
+                "inconclusive",
+                measure,
+                "",
+                None,
+                n,
+                note="most runs of both arms never reach the threshold",
+                evidence=evidence,
+            )
+        both = np.isfinite(steps["mle"]) & np.isfinite(steps["tom"])
+        effects = np.log(steps["mle"][both]) - np.log(steps["tom"][both])
+        decision = self._decide(
+            effects, -math.log(1 - self.cfg.sesoi_steps), self.cfg.min_online_seeds
+        )
+        rule = (
+            "steps = the first evaluation from which every later one is at or above the "
+            "threshold; effect = log(MLE steps / TOM steps) on seeds where both arms reach it "
+            f"(no imputed values); SESOI {self.cfg.sesoi_steps:g} fewer steps; "
+            + self._verdict_words("paired seeds", self.cfg.min_online_seeds)
+        )
+        return make_row(
+            "C3",
+            f"{scope}, steps to threshold",
+            "secondary",
+            measure,
+            rule,
+            decision,
+            evidence,
+            ratio_display,
+        )
+
+    def same_final_return(self, curves: xr.Dataset, task: str) -> list[ClaimResult]:
+        scope = scope_name(task, -1)
+        measure = "(TOM - MLE) final return, share of MLE's mean gain over the first evaluation"
+        runs = self._paired(curves, task, -1)
+        if not runs or runs["mle"].sizes["seed"] == 0:
+            return [lacking("C4", scope, "primary", measure, "no paired TOM and MLE runs")]
+        n_final = self.cfg.final_evaluations
+        finals = {
+            m: r.isel(env_step=slice(-n_final, None)).mean("env_step").values
+            for m, r in runs.items()
+        }
+        r0 = float(np.mean([r.isel(env_step=0).mean() for r in runs.values()]))
+        evidence: dict[str, Any] = {
+            "r0": r0,
+            **{f"final_{m}": v.tolist() for m, v in finals.items()},
+        }
+        ceiling = self.cfg.task_maximum.get(task)
+        if ceiling is not None and all(
+            v.mean() >= ceiling - CEILING_SHARE * abs(ceiling) for v in finals.values()
+        ):
+            why = f"both arms sit at the task maximum {ceiling:g}"
+            return [
+                ClaimResult(
+                    "C4",
+                    scope,
+                    "primary",
+                    "not applicable",
+                    measure,
+                    "",
+                    None,
+                    len(finals["mle"]),
+                    note=why,
+                    evidence=evidence,
+                )
+            ]
+        window = min(self.cfg.slope_evaluations, runs["mle"].sizes["env_step"])
+        rising = []
+        for m, r in runs.items():
+            tail = r.isel(env_step=slice(-window, None))
+            slopes = slope_per_step(tail.env_step.values.astype(np.float64), tail.values)
+            scale = np.maximum(abs(finals["mle"].mean() - r0), 1e-12) / float(
+                tail.env_step.values[-1] - tail.env_step.values[0]
+            )
+            evidence[f"end_slope_{m} (gain share over the window)"] = (slopes / scale).tolist()
+            slope = self._decide(slopes / scale, 0.0, 2)
+            if slope.estimate is not None and slope.estimate.low > 0:
+                rising.append(m)
+        gain = float(finals["mle"].mean()) - r0
+        if gain <= 0:
+            return [lacking("C4", scope, "primary", measure, "MLE's final return is not above R0")]
+        effects = (finals["tom"] - finals["mle"]) / gain
+        margin = self.cfg.equivalence_margin
+        rows = []
+        if rising:
+            why = f"not converged: a significant upward slope over the last {window} "
+            why += f"evaluations ({', '.join(rising)})"
+            equivalence = Decision("inconclusive", None, len(effects), margin, note=why)
+        else:
+            equivalence = decide_equivalence(
+                effects,
+                margin,
+                self.cfg.confidence,
+                self.cfg.min_online_seeds,
+                derive_seed(self.seed, "analysis/bootstrap"),
+            )
+        pct = f"{100 * (2 * self.cfg.confidence - 1):g}%"
+        rows.append(
+            make_row(
+                "C4",
+                scope,
+                "primary",
+                measure,
+                f"final = mean of each run's last {n_final} evaluations; only converged arms (no "
+                f"significant upward slope over the last {window} evaluations) and not both at "
+                f"the task maximum; equivalence: the exact {pct} sign-flip interval inside "
+                f"(-{margin:g}, {margin:g}) is reproduced, wholly outside it not reproduced; "
+                f"indicative with fewer than {self.cfg.min_online_seeds} paired seeds",
+                equivalence,
+                evidence,
+            )
+        )
+        superiority = self._decide(effects, margin, self.cfg.min_online_seeds)
+        if rising:
+            superiority = Decision(
+                "inconclusive", superiority.estimate, len(effects), margin, note=equivalence.note
+            )
+        rows.append(
+            make_row(
+                "C4",
+                f"{scope}, higher asymptote (earlier version)",
+                "secondary",
+                measure,
+                f"the same effect; superiority SESOI {margin:g}; "
+                + self._verdict_words("paired seeds", self.cfg.min_online_seeds),
+                superiority,
+                {},
+            )
+        )
+        return rows
+
+    def aggregate(self, curves: xr.Dataset) -> list[ClaimResult]:
+        """C3 over every task from scratch: paired effects pooled, with rliable's IQM and
+        probability of improvement of per-run area scores (stratified by task)."""
+        tasks = [str(t) for t in curves.task.values]
+        scores: dict[str, list[np.ndarray]] = {"mle": [], "tom": []}
+        effects = []
+        for task in tasks:
+            runs = self._paired(curves, task, -1)
+            if not runs or runs["mle"].sizes["env_step"] < 2 or runs["mle"].sizes["seed"] == 0:
+                continue
+            areas = {m: _normalised_area(r) for m, r in runs.items()}
+            mle_mean = float(areas["mle"].mean())
+            if mle_mean <= 0:
+                continue
+            effects.append((areas["tom"] - areas["mle"]) / mle_mean)
+            for m in scores:
+                scores[m].append(areas[m] / mle_mean)
+        measure = "gain in area under (return - first evaluation), share of MLE's mean, all tasks"
+        if len(effects) < 2:
+            return []
+        decision = self._decide(
+            np.concatenate(effects), self.cfg.sesoi_area, self.cfg.min_online_seeds
+        )
+        evidence = aggregate_scores(
+            scores, self.cfg.confidence, derive_seed(self.seed, "analysis/bootstrap")
+        )
+        rule = (
+            "per-seed effects of every task pooled (runs of different tasks are independent); "
+            + self._verdict_words("paired seeds of all tasks", self.cfg.min_online_seeds)
+        )
+        return [
+            make_row(
+                "C3", "all tasks, from scratch", "aggregate", measure, rule, decision, evidence
+            )
+        ]
 
     # --- C5, C6: finite MDPs -------------------------------------------------------------------
 
-    def recovers_ratio(self, finite: xr.Dataset | None) -> ClaimResult:
-        scope = "finite MDPs"
-        if finite is None:
-            return self._lacking("C5", scope, "no finite-MDP results")
-        exact = finite.recovery_error.sel(form="expected")
-        worst = float(exact.max(skipna=False))  # NaN (a failed or missing solve) stays NaN
-        ok = bool(np.isfinite(worst) and worst <= self.cfg.recovery_tolerance)
-        evidence = {
-            "expected": _by_key(exact),
-            "sampled": _by_key(finite.recovery_error.sel(form="sampled")),
-        }
-        verdict: Verdict = "reproduced" if ok else "not reproduced"
-        est = Estimate(worst, worst, worst)
-        return self._result("C5", scope, verdict, est, int(finite.attrs["mdps"]), evidence)
+    def recovers_ratio(self, finite: xr.Dataset | None) -> list[ClaimResult]:
+        return recovery_rows(self, finite)
 
-    def lower_bounds_objective(self, finite: xr.Dataset | None) -> ClaimResult:
-        scope = "finite MDPs"
-        if finite is None:
-            return self._lacking("C6", scope, "no finite-MDP results")
-        kl = float(finite.slack_kl.min(skipna=False))
-        chi2 = float(finite.slack_chi2.min(skipna=False))
-        worst = min(kl, chi2) if np.isfinite([kl, chi2]).all() else math.nan
-        ok = bool(np.isfinite(worst) and worst >= -self.cfg.bound_tolerance)
-        verdict: Verdict = "reproduced" if ok else "not reproduced"
-        evidence = {"min_slack_kl": kl, "min_slack_chi2": chi2}
-        est = Estimate(worst, worst, worst)
-        return self._result("C6", scope, verdict, est, int(finite.sizes["mdp"]), evidence)
+    def model_fit_helps(self, finite: xr.Dataset | None) -> list[ClaimResult]:
+        return model_fit_rows(self, finite)
 
     # --- all -----------------------------------------------------------------------------------
 
     def judge(self, data: AnalysisData) -> list[ClaimResult]:
-        """Every claim, in order; C3 per (task, start) of both MBPO kinds, C4 on scratch runs."""
-        results = [
-            self.weights_focus_on_recent(data.offline),
-            self.accurate_on_policy(data.offline),
-        ]
-        scopes = [
-            (kind, str(t), int(k))
-            for kind in ("scratch", "continue")
-            if kind in data.curves
-            for t in data.curves[kind].task.values
-            for k in data.curves[kind].snapshot.values
-            if np.isfinite(data.curves[kind].return_mean.sel(task=t, snapshot=k)).any()
-        ]
-        c3 = [self.speeds_up_learning(data.curves[kind], t, k) for kind, t, k in scopes]
-        c4 = [self.same_final_return(data.curves[kind], t, k) for kind, t, k in scopes if k < 0]
-        results += c3 or [self._lacking("C3", "MBPO", "no MBPO runs")]
-        results += c4 or [self._lacking("C4", "MBPO", "no from-scratch MBPO runs")]
-        results += [self.recovers_ratio(data.finite), self.lower_bounds_objective(data.finite)]
+        """Every claim in order; C3 per (task, start) of both MBPO kinds, C4 on scratch runs."""
+        results = self.weights_focus_on_recent(data.offline)
+        results += self.accurate_on_policy(data.offline)
+        c3: list[ClaimResult] = []
+        c4: list[ClaimResult] = []
+        for kind in ("scratch", "continue"):
+            curves = data.curves.get(kind)
+            if curves is None:
+                continue
+            primary: list[ClaimResult] = []
+            for t in curves.task.values:
+                for k in curves.snapshot.values:
+                    if not np.isfinite(curves.return_mean.sel(task=t, snapshot=k)).any():
+                        continue
+                    role: Role = "primary" if kind == "scratch" else "secondary"
+                    rows = self.speeds_up_learning(curves, str(t), int(k), role)
+                    primary += [r for r in rows if r.role == "primary"]
+                    c3 += rows
+                    if kind == "scratch":
+                        c4 += self.same_final_return(curves, str(t))
+            c3 = _holm_corrected(c3, primary, self.cfg.confidence)
+            if kind == "scratch":
+                c3 += self.aggregate(curves)
+        results += c3 or [lacking("C3", "MBPO", "primary", "", "no MBPO runs")]
+        results += c4 or [lacking("C4", "MBPO", "primary", "", "no from-scratch MBPO runs")]
+        results += self.recovers_ratio(data.finite)
+        results += self.model_fit_helps(data.finite)
         return results
+
+
+def _holm_corrected(
+    rows: list[ClaimResult], family: list[ClaimResult], confidence: float
+) -> list[ClaimResult]:
+    """`reproduced` rows of `family` (per-task rows of one claim) whose Holm-adjusted p-value
+    misses the one-sided level become `inconclusive`, with the adjusted p-value recorded."""
+    if len(family) < 2:
+        return rows
+    adjusted = dict(zip((id(r) for r in family), holm([r.p_value for r in family]), strict=True))
+    alpha = (1 - confidence) / 2
+    out = []
+    for r in rows:
+        if id(r) in adjusted:
+            p = adjusted[id(r)]
+            evidence = {**r.evidence, "holm_adjusted_p": p}
+            verdict, note = r.verdict, r.note
+            if verdict == "reproduced" and (p is None or p > alpha):
+                verdict, note = "inconclusive", "reproduced alone, not after Holm's correction"
+            r = ClaimResult(
+                **{**r.__dict__, "verdict": verdict, "note": note, "evidence": evidence}
+            )
+        out.append(r)
+    return out
 
 
 def scope_name(task: str, snapshot: int) -> str:
@@ -362,20 +470,21 @@ def scope_name(task: str, snapshot: int) -> str:
     )
 
 
-def _reached(runs: xr.DataArray, threshold: float) -> np.ndarray:
-    """(seed, env_step): whether each evaluation is at or above `threshold` (NaN is not)."""
-    return np.nan_to_num(runs.values, nan=-np.inf) >= threshold
+def _normalised_area(runs: xr.DataArray) -> np.ndarray:
+    """Per seed: mean over the grid's span of (return - the run's first evaluation)."""
+    steps = runs.env_step.values.astype(np.float64)
+    values = runs.values - runs.values[:, :1]
+    return np.trapezoid(values, steps, axis=1) / (steps[-1] - steps[0])
 
 
-def _steps_to(runs: xr.DataArray, threshold: float) -> np.ndarray:
-    """Env steps from the grid's first evaluation until each seed's return first reaches
-    `threshold`; a seed that never does is censored at one evaluation past the grid's end, the
-    same for every run, so a run that stopped early cannot look fast."""
-    steps = runs.env_step.values
-    reached = _reached(runs, threshold)
-    censored = steps[-1] + (steps[-1] - steps[-2])
-    at = np.where(reached.any(axis=1), steps[reached.argmax(axis=1)], censored)
-    return (at - steps[0]).astype(np.float64)
+def _reach_and_stay(runs: xr.DataArray, threshold: float) -> np.ndarray:
+    """Per seed: the env step of the first evaluation from which every later one is at or
+    above `threshold`; NaN (censored) when the run ends below it."""
+    above = runs.values >= threshold
+    stays = np.flip(np.cumprod(np.flip(above, axis=1), axis=1), axis=1).astype(bool)
+    first = stays.argmax(axis=1)
+    steps = runs.env_step.values.astype(np.float64)
+    return np.where(stays.any(axis=1), steps[first], np.nan)
 
 
 def _final(runs: xr.DataArray, n: int) -> np.ndarray:
@@ -388,9 +497,18 @@ def _final(runs: xr.DataArray, n: int) -> np.ndarray:
     return np.asarray(finals, dtype=np.float64)
 
 
-def _by_key(da: xr.DataArray) -> dict[str, float]:
-    return {
-        f"{r}/{d}": float(da.sel(reward=r, divergence=d))
-        for r in da.reward.values
-        for d in da.divergence.values
-    }
+def _correlation(a: np.ndarray, b: np.ndarray) -> float | None:
+    if len(a) < 3 or np.ptp(a) == 0 or np.ptp(b) == 0:
+        return None
+    return float(np.corrcoef(a, b)[0, 1])
+
+
+def _by_snapshot(da: xr.DataArray) -> dict[int, float]:
+    """A per-cell variable averaged over runs and model seeds, per snapshot (shown beside the
+    verdict: these are not independent units)."""
+    other = [d for d in da.dims if d != "snapshot"]
+    return {int(k): float(v) for k, v in da.mean(other, skipna=True).to_series().items()}
+
+
+def is_decisive(result: ClaimResult) -> bool:
+    return result.verdict in DECISIVE

@@ -283,31 +283,83 @@ class FiniteMDPConfig(Section):
 
 
 class AnalysisConfig(Section):
-    """The rules that turn measured data into claim verdicts (`tomrepro analyse`)."""
+    """The rules that turn measured data into claim verdicts (`tomrepro analyse`, DESIGN §9).
 
-    confidence: UnitInterval = Field(0.95, description="Level of every bootstrap interval.")
-    bootstrap_samples: Annotated[int, Field(ge=100)] = Field(
-        2000, description="Bootstrap resamples (over seeds, or snapshot x seed pairs)."
+    Every smallest effect size of interest (SESOI) is fixed here, before any data are seen.
+    """
+
+    confidence: UnitInterval = Field(
+        0.95, description="Two-sided level of every interval (one-sided tests at half the rest)."
     )
-    threshold_fraction: UnitInterval = Field(
-        0.8,
-        description="C3: the return threshold is this share of the best seed-mean test return "
-        "any learner reached on the task (above the first evaluation).",
+    min_offline_runs: Annotated[int, Field(ge=2)] = Field(
+        6,
+        description="C1/C2: fewer independent collect runs than this give `indicative` rows "
+        "(a one-sided sign-flip test at 2.5 % needs 6).",
+    )
+    min_online_seeds: Annotated[int, Field(ge=2)] = Field(
+        10, description="C3/C4: fewer paired seeds per arm than this give `indicative` rows."
+    )
+    sesoi_recency: UnitInterval = Field(
+        0.1, description="C1: smallest mean Spearman correlation of TOM weight with recency."
+    )
+    sesoi_error_reduction: UnitInterval = Field(
+        0.1, description="C2: smallest relative reduction of MLE's on-policy model error."
+    )
+    sesoi_area: PositiveFloat = Field(
+        0.1,
+        description="C3: smallest gain in area under (return - first evaluation), as a share "
+        "of MLE's mean area.",
+    )
+    sesoi_steps: UnitInterval = Field(
+        0.25, description="C3 (secondary): smallest relative saving of env steps to threshold."
+    )
+    return_thresholds: dict[str, float] = Field(
+        default_factory=dict,
+        description="C3 (secondary): absolute test-return threshold per task id (reach and "
+        "stay); a task without one has no steps-to-threshold row.",
+    )
+    min_threshold_evaluations: Annotated[int, Field(ge=2)] = Field(
+        8, description="C3 (secondary): fewest evaluations on the grid for a threshold row."
     )
     final_evaluations: PositiveInt = Field(
         3, description="C4: a run's final return is the mean of its last N evaluations."
     )
+    slope_evaluations: Annotated[int, Field(ge=3)] = Field(
+        5,
+        description="C4: the last N evaluations must show no significant upward slope for a "
+        "run group to count as converged.",
+    )
     equivalence_margin: PositiveFloat = Field(
         0.1,
-        description="C4: TOM matches MLE when its final return is not lower by more than this "
-        "share of MLE's.",
+        description="C4: equivalence margin (and the superiority row's SESOI), as a share of "
+        "MLE's mean gain over the first evaluation.",
     )
-    recovery_tolerance: PositiveFloat = Field(
-        1e-6, description="C5: largest relative error of exactly solved weights that counts as 0."
+    task_maximum: dict[str, float] = Field(
+        default_factory=dict,
+        description="C4: the highest return a task allows; both arms within 1 % of it make the "
+        "row `not applicable` (no asymptote can differ at a ceiling).",
     )
-    bound_tolerance: PositiveFloat = Field(
-        1e-9, description="C6: the smallest slack allowed (numerical round-off)."
+    ratio_error_tolerance: PositiveFloat = Field(
+        0.3,
+        description="C5: largest mean weighted relative error E_dR|w_hat - w| / E_dR[w] of the "
+        "estimator's weights that counts as recovering the occupancy ratio.",
     )
+    sesoi_model_fit: UnitInterval = Field(
+        0.1,
+        description="C6: smallest relative reduction of the model's return error (TOM-weighted "
+        "vs plain MLE fit) that matters.",
+    )
+    sanity_tolerance: PositiveFloat = Field(
+        1e-6,
+        description="Sanity rows (identities and theorems): largest numerical violation allowed.",
+    )
+
+    @field_validator("return_thresholds", "task_maximum")
+    @classmethod
+    def _known_tasks(cls, value: dict[str, float]) -> dict[str, float]:
+        for task in value:
+            _known_task(task)
+        return value
 
 
 class ProfileConfig(Section):

@@ -8,7 +8,7 @@ from typing import Any
 
 from tomrepro.analysis import datasets
 from tomrepro.analysis.analyse import load_claims
-from tomrepro.analysis.claims import STATEMENTS, ClaimResult
+from tomrepro.analysis.claim_rows import STATEMENTS, ClaimResult
 from tomrepro.core.atomic import atomic_path, make_parent
 from tomrepro.core.config import ProfileConfig
 from tomrepro.core.deviations import applicable_deviations
