@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import math
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -18,9 +19,11 @@ import pandas as pd
 
 from tomrepro.analysis import datasets
 from tomrepro.analysis.claims import ClaimJudge, ClaimResult, _final, scope_name
+from tomrepro.analysis.deciding_cost import deciding_cost
 from tomrepro.core.atomic import atomic_path
 from tomrepro.core.config import ProfileConfig
 from tomrepro.core.stage_time import read_stage_times
+from tomrepro.learning.reference_speed import sac_update_ms
 
 HEADLINE = "headline.json"
 # Stages timed after the headline is written (a stale record of an earlier run may be on disk).
@@ -37,11 +40,16 @@ def claims_table(results: list[ClaimResult]) -> pd.DataFrame:
         [
             {
                 "claim": row_id(r),
+                "role": r.role,
                 "verdict": r.verdict,
                 "effect": r.estimate.value if r.estimate else None,
                 "low": r.estimate.low if r.estimate else None,
                 "high": r.estimate.high if r.estimate else None,
+                "sesoi": r.sesoi,
+                "p_value": r.p_value,
+                "power": r.power,
                 "units": r.units,
+                "units_needed": r.units_needed,
                 "measure": r.measure,
             }
             for r in results
@@ -53,7 +61,11 @@ def analyse(profile: ProfileConfig, data_dir: Path, out_dir: Path) -> list[Claim
     """Build and save the datasets of `data_dir`, judge every claim, write claims.json/.csv."""
     data = datasets.build(data_dir)
     datasets.save(data, out_dir)
-    results = ClaimJudge(profile.analysis, profile.seed).judge(data)
+    stage_times = read_stage_times(data_dir / "stage_times")
+    results = [
+        _with_cost(r, deciding_cost(r, profile, stage_times))
+        for r in ClaimJudge(profile.analysis, profile.seed).judge(data)
+    ]
     payload = {
         "profile": profile.name,
         "rules": profile.analysis.model_dump(),
@@ -63,10 +75,16 @@ def analyse(profile: ProfileConfig, data_dir: Path, out_dir: Path) -> list[Claim
         tmp.write_text(json.dumps(_json_safe(payload), indent=2, allow_nan=False))
     with atomic_path(out_dir / "claims.csv") as tmp:
         claims_table(results).to_csv(tmp, index=False)
-    summary = headline(results, data, read_stage_times(data_dir / "stage_times"), profile)
+    summary = headline(results, data, stage_times, profile)
     with atomic_path(out_dir / HEADLINE) as tmp:
         tmp.write_text(json.dumps(_json_safe(summary), indent=2, allow_nan=False))
     return results
+
+
+def _with_cost(result: ClaimResult, cost: dict[str, Any] | None) -> ClaimResult:
+    if cost is None:
+        return result
+    return replace(result, evidence={**result.evidence, "deciding would take": cost})
 
 
 def final_returns(data: datasets.AnalysisData, evaluations: int) -> dict[str, dict[str, float]]:
@@ -104,6 +122,8 @@ def headline(
             "total": round(sum(float(t["wall_seconds"]) for t in timed.values()), 3),
             "stages": ",".join(timed),  # the stage_times files summed
         },
+        # The machine's speed, measured now, beside its wall times (compare ratios only).
+        "sac_update_ms": round(sac_update_ms(), 2),
         "final_return": final_returns(data, profile.analysis.final_evaluations),
     }
 

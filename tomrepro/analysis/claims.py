@@ -48,6 +48,8 @@ from tomrepro.core.seeding import derive_seed
 RATIO_CLIP = (1e-3, 1e3)
 # C4: an arm "sits at the task maximum" when its mean final return is within this share of it.
 CEILING_SHARE = 0.01
+# Suffix of the scope of C3's secondary (steps-to-threshold) row.
+STEPS_SCOPE = ", steps to threshold"
 
 
 class ClaimJudge:
@@ -124,7 +126,7 @@ class ClaimJudge:
             return [lacking("C2", scope, "primary", measure.format(base="MLE"), "no TOM and MLE")]
         sesoi = -math.log(1 - self.cfg.sesoi_error_reduction)
         rule = (
-            "effect = a run's mean over its cells of log(base error / TOM error), same data, "
+            "effect = a run's mean over its cells of log({base} error / TOM error), same data, "
             f"budget and model seed per pair; SESOI {self.cfg.sesoi_error_reduction:g} relative "
             "reduction; "
             + self._verdict_words("independent collect runs", self.cfg.min_offline_runs)
@@ -157,7 +159,7 @@ class ClaimJudge:
                     f"{scope}, TOM vs {base.upper()}",
                     role,
                     measure.format(base=base.upper()),
-                    rule.replace("base", base.upper()),
+                    rule.format(base=base.upper()),
                     decision,
                     evidence,
                     ratio_display,
@@ -221,16 +223,17 @@ class ClaimJudge:
         if evaluations < self.cfg.min_threshold_evaluations:
             why = f"{evaluations} evaluations on the grid (fewer than "
             why += f"{self.cfg.min_threshold_evaluations})"
-            return lacking("C3", f"{scope}, steps to threshold", "secondary", measure, why)
+            return lacking("C3", scope + STEPS_SCOPE, "secondary", measure, why)
         steps = {m: _reach_and_stay(r, threshold) for m, r in runs.items()}
         censored = {m: int(np.isnan(s).sum()) for m, s in steps.items()}
         n = len(steps["mle"])
-        evidence = {f"steps_{m}": s.tolist() for m, s in steps.items()}
+        evidence: dict[str, Any] = {"threshold": threshold}
+        evidence |= {f"steps_{m}": s.tolist() for m, s in steps.items()}
         evidence |= {f"censored_{m}": c for m, c in censored.items()}
         if censored["mle"] > n / 2 and censored["tom"] > n / 2:
             return ClaimResult(
                 "C3",
-                f"{scope}, steps to threshold",
+                scope + STEPS_SCOPE,
                 "secondary",
                 "inconclusive",
                 measure,
@@ -253,7 +256,7 @@ class ClaimJudge:
         )
         return make_row(
             "C3",
-            f"{scope}, steps to threshold",
+            scope + STEPS_SCOPE,
             "secondary",
             measure,
             rule,

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import json
 import time
 from pathlib import Path
 from typing import Any
 
 from tomrepro.analysis import datasets
-from tomrepro.analysis.analyse import load_claims
+from tomrepro.analysis.analyse import HEADLINE, load_claims
 from tomrepro.analysis.claim_rows import STATEMENTS, ClaimResult
 from tomrepro.core.atomic import atomic_path, make_parent
 from tomrepro.core.config import ProfileConfig
@@ -28,8 +29,15 @@ from tomrepro.report.document import (
 from tomrepro.report.figures import FIGURES, draw_all
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
-# Claims measured exactly (finite MDPs): a number without an interval.
-EXACT_CLAIMS = ("C5", "C6")
+VERDICT_ORDER = (
+    "reproduced",
+    "not reproduced",
+    "inconclusive",
+    "indicative",
+    "not applicable",
+    "sanity check passed",
+    "sanity check failed",
+)
 
 
 def _fmt(x: Any) -> str:
@@ -44,9 +52,22 @@ def _estimate_text(r: ClaimResult, confidence: float) -> str:
     e = r.estimate
     if e is None:
         return "n/a"
-    if r.claim_id in EXACT_CLAIMS:
+    if r.role == "sanity" or e.low == e.high == e.value:
         return _fmt(e.value)
-    return f"{_fmt(e.value)} [{_fmt(e.low)}, {_fmt(e.high)}] ({100 * confidence:g}% CI)"
+    return f"{_fmt(e.value)} [{_fmt(e.low)}, {_fmt(e.high)}]"
+
+
+def _verdict_text(r: ClaimResult) -> str:
+    """The verdict with what qualifies it: underpowered, power and units needed, a note."""
+    parts = [r.verdict]
+    if r.underpowered:
+        parts.append("underpowered")
+    if r.verdict in ("inconclusive", "indicative") and r.power is not None:
+        needed = r.units_needed if r.units_needed is not None else "> 1000"
+        parts.append(f"power {r.power:.2f} at the SESOI, {needed} units needed")
+    if r.note:
+        parts.append(r.note)
+    return "; ".join(parts)
 
 
 def _evidence_items(evidence: dict[str, Any], prefix: str = "") -> list[str]:
@@ -72,28 +93,29 @@ def report_blocks(
     figures: dict[str, Path],
     stage_times: dict[str, dict],
     root: Path,
+    sac_update_ms: float | None = None,
 ) -> list[Block]:
     conf = profile.analysis.confidence
-    counts = {v: sum(r.verdict == v for r in claims) for v in ("reproduced", "not reproduced")}
+    counts = {v: sum(r.verdict == v for r in claims) for v in VERDICT_ORDER}
+    summary = ", ".join(f"{n} {v}" for v, n in counts.items() if n)
     blocks: list[Block] = [
         Heading(1, f"TOM reproduction report: profile {profile.name}"),
         Paragraph(
-            f"{len(claims)} judged claim rows: {counts['reproduced']} reproduced, "
-            f"{counts['not reproduced']} not reproduced, "
-            f"{len(claims) - sum(counts.values())} inconclusive. Every verdict is computed from "
-            "the measured data by the rule given with it."
+            f"{len(claims)} claim rows: {summary}. Every verdict is computed from the measured "
+            "data by the rule given with it, fixed in the profile before the data."
         ),
         Heading(2, "Claims", "claims"),
         Table(
-            ("Claim", "Scope", "Statement", "Verdict", "Measure", "Estimate", "n"),
+            ("Claim", "Scope", "Role", "Verdict", "Measure", "Estimate", "SESOI", "n"),
             tuple(
                 (
                     r.claim_id,
                     r.scope,
-                    r.statement,
-                    r.verdict,
+                    r.role,
+                    _verdict_text(r),
                     r.measure,
                     _estimate_text(r, conf),
+                    _fmt(r.sesoi),
                     str(r.units),
                 )
                 for r in claims
@@ -101,32 +123,43 @@ def report_blocks(
             html_id="claims-table",
             row_classes=tuple(r.verdict.replace(" ", "-") for r in claims),
         ),
-    ]
-    blocks.append(
         Paragraph(
-            f"Intervals: {100 * conf:g}% expanded percentile bootstrap "
-            f"({profile.analysis.bootstrap_samples} resamples; Hesterberg's small-sample "
-            "expansion), over seeds for MBPO rows and over snapshot x seed cells for the offline "
-            "study. Those cells share one collect run, and continuations of one snapshot share "
-            "their start, so the intervals describe variation over seeds given that data. With "
-            "n = 3 to 5 units no bootstrap interval reaches its nominal coverage (3 units: at "
-            "most about 75%), so such verdicts are indicative. Rows are judged one at a time, "
-            "without a correction for testing several."
-        )
-    )
+            f"Intervals: exact {100 * conf:g}% sign-flip intervals of the mean per-unit effect "
+            "(the order statistics of all subset means; random subsets above 16 units), signed "
+            "so that the claimed direction is positive. Units: independent collect runs for the "
+            "offline study (its snapshots and model seeds averaged inside each run), seeds "
+            "paired across learners for MBPO, random MDPs for C5 and C6. Reproduced: the "
+            "interval lies above 0; not reproduced: it lies below the smallest effect size of "
+            "interest (SESOI); inconclusive: neither (underpowered when wider than twice the "
+            "SESOI); indicative: fewer units than the claim's minimum, so no verdict. Per-task "
+            "rows of one claim are Holm-corrected. Sanity rows check identities and theorems: "
+            "they catch bugs and are not evidence."
+        ),
+    ]
     for claim_id, statement in STATEMENTS.items():
         blocks.append(Heading(2, f"{claim_id}: {statement}", claim_id.lower()))
         for r in (r for r in claims if r.claim_id == claim_id):
             blocks += [
-                Heading(3, f"{r.scope}: {r.verdict}"),
-                Paragraph(f"{r.measure}: {_estimate_text(r, conf)}; n = {r.units}."),
-                Paragraph(f"Rule: {r.rule}."),
+                Heading(3, f"{r.scope}: {_verdict_text(r)}"),
+                Paragraph(
+                    f"{r.measure}: {_estimate_text(r, conf)}; n = {r.units}"
+                    + (f"; one-sided p = {_fmt(r.p_value)}" if r.p_value is not None else "")
+                    + "."
+                ),
+                Paragraph(f"Rule: {r.rule or 'none applied: ' + r.note}."),
             ]
             if r.evidence:
                 blocks.append(Bullets(tuple(_evidence_items(r.evidence))))
         blocks += _figures(figures, claim_id)
+    speed = (
+        f"Reference speed of the machine the analysis ran on: one SAC update (256 x 256, batch "
+        f"256) took {sac_update_ms:.1f} ms; read wall times as ratios to it."
+        if sac_update_ms is not None
+        else "No reference speed was recorded with this analysis."
+    )
     blocks += [
         Heading(2, "Wall time", "wall-time"),
+        Paragraph(speed),
         Table(
             ("Stage", "Wall time (min)", "Finished at"),
             tuple(
@@ -198,7 +231,9 @@ def build_report(profile: ProfileConfig, data_dir: Path, out_dir: Path) -> tuple
     figure_dir = out_dir / "figures"
     make_parent(figure_dir / "x")
     figures = draw_all(data, claims, stage_times, figure_dir)
-    blocks = report_blocks(profile, claims, figures, stage_times, PROJECT_ROOT)
+    headline = analysis_dir / HEADLINE
+    speed = json.loads(headline.read_text()).get("sac_update_ms") if headline.is_file() else None
+    blocks = report_blocks(profile, claims, figures, stage_times, PROJECT_ROOT, speed)
     html_path, md_path = out_dir / "index.html", out_dir / "report.md"
     title = f"TOM reproduction report ({profile.name})"
     with atomic_path(html_path) as tmp:

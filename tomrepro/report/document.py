@@ -53,6 +53,9 @@ th { background: #f2f2f2; }
 tr.reproduced td.verdict { background: #d8f0d8; }
 tr.not-reproduced td.verdict { background: #f6d5d5; }
 tr.inconclusive td.verdict { background: #f3ecd0; }
+tr.indicative td.verdict, tr.not-applicable td.verdict { background: #e6e6e6; }
+tr.sanity-check-passed td.verdict { background: #eef4ee; }
+tr.sanity-check-failed td.verdict { background: #f6d5d5; }
 figure { margin: 1em 0; }
 figure img { max-width: 100%; border: 1px solid #eee; }
 figcaption { font-size: 0.9em; color: #555; }

@@ -19,7 +19,7 @@ import numpy as np
 import pandas as pd
 import seaborn as sns
 
-from tomrepro.analysis.claims import ClaimResult, scope_name
+from tomrepro.analysis.claims import STEPS_SCOPE, ClaimResult, scope_name
 from tomrepro.analysis.datasets import AnalysisData
 from tomrepro.core.atomic import atomic_path
 from tomrepro.core.learners import learner_names
@@ -145,7 +145,7 @@ def _curves(data: AnalysisData, kind: str, claims: list[ClaimResult]) -> plt.Fig
     )
     grid.set_titles("{col_name}")
     for result in claims:
-        ax = grid.axes_dict.get(result.scope)
+        ax = grid.axes_dict.get(result.scope.removesuffix(STEPS_SCOPE))
         if result.claim_id == "C3" and ax is not None and "threshold" in result.evidence:
             ax.axhline(result.evidence["threshold"], color="grey", linestyle=":")
     grid.set_axis_labels("env steps", "test return (mean of episodes)")
