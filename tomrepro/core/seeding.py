@@ -27,9 +27,15 @@ PURPOSES: dict[str, str] = {
     "tom/q_batches": "the dual-RL Q network's minibatches and next actions",
     "tom/q_readout": "the a' draws shared by every convergence check of a one-off dual fit",
     "tom/discriminator": "one round's discriminator (index: the round)",
-    "offline/eval": "a snapshot's fresh on-policy episodes (index: the snapshot)",
+    "offline/eval": "a collect run's fresh on-policy episodes of a snapshot (index: the snapshot)",
+    "offline/cell": "an offline-study cell's model fit and learner (collect run seed; index: "
+    "the model seed)",
     "finite/recovery": "random finite MDPs of claim C5",
     "finite/bound": "random finite MDPs of claim C6",
+    "finite/model_fit": "C6 model fit: one MDP, its state aggregation and its samples "
+    "(index: the MDP)",
+    "finite/model_fit/weights": "C6 model fit: an extra weight source's draws, e.g. the "
+    "dual-RL estimator (index: the MDP)",
     "analysis/bootstrap": "bootstrap resamples of the claims",
 }
 
