@@ -18,8 +18,9 @@ from pathlib import Path
 import numpy as np
 from scipy.stats import spearmanr
 
+from tomrepro.core.buffer_file import read_metadata
 from tomrepro.core.config import load_profile, profile_from_dict, with_overrides
-from tomrepro.loops.offline_study import OfflineStudy
+from tomrepro.loops.offline_study import Cell, OfflineStudy, StudyPaths
 from tomrepro.loops.weights_stage import compute_weights
 
 
@@ -42,9 +43,9 @@ def main() -> None:
         for name, profile in variants.items():
             out = Path(tmp) / name.replace(" ", "_")
             OfflineStudy(profile, args.buffer, out / "study", progress=False).run()
-            cell = json.loads(
-                (out / "study" / "cells" / f"k{args.snapshot}_tom_s{args.seed}.json").read_text()
-            )
+            run = read_metadata(args.buffer).seed
+            cell_path = StudyPaths(out / "study").cell(Cell(run, args.snapshot, "tom", args.seed))
+            cell = json.loads(cell_path.read_text())
             w_path = compute_weights(
                 profile, args.buffer, args.snapshot, "tom", out / "w.npz", seed=args.seed
             )

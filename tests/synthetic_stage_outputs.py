@@ -19,25 +19,30 @@ from tomrepro.analysis.finite_claims import check_bound, check_recovery, finite_
 LEARNERS = ["mle", "tom", "tom-nodisc", "pmac"]
 
 
-def write_study(path: Path, effect: bool, seed: int = 0, snapshots=(5, 10, 15), seeds=4) -> None:
+def write_study(
+    path: Path, effect: bool, seed: int = 0, snapshots=(5, 10, 15), seeds=4, runs=6
+) -> None:
+    """A study.nc over `runs` independent collect runs (each with its own level of error),
+    with snapshots and model seeds nested inside each run."""
     rng = np.random.default_rng(seed)
-    shape = (len(LEARNERS), len(snapshots), seeds)
+    shape = (runs, len(LEARNERS), len(snapshots), seeds)
+    cells = (runs, len(snapshots), seeds)
     age_bins, horizon = 5, 4
-    base = rng.lognormal(mean=-1.0, sigma=0.3, size=shape[1:])
-    on_policy = np.stack([base * rng.lognormal(0, 0.05, shape[1:]) for _ in LEARNERS])
+    base = rng.lognormal(-1.0, 0.3, (runs, 1, 1)) * rng.lognormal(0, 0.1, cells)
+    on_policy = np.stack([base * rng.lognormal(0, 0.05, cells) for _ in LEARNERS], axis=1)
     if effect:
-        on_policy[1] *= 0.6  # TOM's on-policy error 40 % below MLE's
+        on_policy[:, 1] *= 0.6  # TOM's on-policy error 40 % below MLE's
     slope = np.where(np.arange(len(LEARNERS)) == 0, 0.0, 0.5 if effect else 0.0)
     by_age = np.exp(
-        slope[:, None, None, None] * np.linspace(-1, 1, age_bins)
+        slope[None, :, None, None, None] * np.linspace(-1, 1, age_bins)
         + rng.normal(0, 0.05, (*shape, age_bins))
     )
-    by_age[0] = 1.0
+    by_age[:, 0] = 1.0
     rho = np.where(
-        slope[:, None, None] > 0, rng.uniform(0.3, 0.6, shape), rng.normal(0, 0.05, shape)
+        slope[None, :, None, None] > 0, rng.uniform(0.3, 0.6, shape), rng.normal(0, 0.05, shape)
     )
-    rho[0] = np.nan  # MLE's constant weights have no rank correlation
-    dims = ("learner", "snapshot", "seed")
+    rho[:, 0] = np.nan  # MLE's constant weights have no rank correlation
+    dims = ("run", "learner", "snapshot", "seed")
     ds = xr.Dataset(
         {
             "on_policy_state_mse": (dims, on_policy),
@@ -52,11 +57,13 @@ def write_study(path: Path, effect: bool, seed: int = 0, snapshots=(5, 10, 15), 
             "ess_share": (dims, rng.uniform(0.2, 0.9, shape)),
         },
         coords={
+            "run": list(range(runs)),
             "learner": LEARNERS,
             "snapshot": list(snapshots),
             "seed": list(range(seeds)),
             "horizon": np.arange(1, horizon + 1),
             "age_bin": np.arange(age_bins),
+            "env_step": (("run", "snapshot"), np.tile(np.asarray(snapshots) * 1000, (runs, 1))),
         },
     )
     path.parent.mkdir(parents=True, exist_ok=True)

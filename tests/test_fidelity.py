@@ -186,14 +186,15 @@ def test_offline_evaluation_uses_complete_episodes(tmp_path):
 
 def test_offline_cells_keep_the_dual_curve_and_criterion(tmp_path):
     from tomrepro.loops.collect import Collector
-    from tomrepro.loops.offline_study import OfflineStudy
+    from tomrepro.loops.offline_study import Cell, OfflineStudy, StudyPaths
 
     profile = with_overrides(
         load_profile("smoke"), "offline_study", snapshots=(4,), learners=("tom",), seeds=(0,)
     )
     buffer = Collector(profile, tmp_path / "collect", progress=False).run()
     OfflineStudy(profile, buffer, tmp_path / "study", progress=False).run()
-    cell = json.loads((tmp_path / "study" / "cells" / "k4_tom_s0.json").read_text())
+    paths, run = StudyPaths(tmp_path / "study"), profile.collect.seeds[0]
+    cell = json.loads(paths.cell(Cell(run, 4, "tom", 0)).read_text())
     conv, rule = cell["diagnostics"]["q_convergence"], profile.tom.offline_convergence
     assert (
         conv["steps"] <= rule.max_steps
@@ -206,7 +207,7 @@ def test_offline_cells_keep_the_dual_curve_and_criterion(tmp_path):
     assert conv["converged"] == met
     assert len(cell["diagnostics"]["q_loss_per_100_steps"]) == conv["steps"] // 100
     assert cell["eval_start_states"] == profile.offline_study.eval_episodes
-    episodes = read_buffer(tmp_path / "study" / "eval" / "snapshot_4.h5").buffer.columns()
+    episodes = read_buffer(paths.eval_episodes(run, 4)).buffer.columns()
     assert episodes["terminations"][-1] or episodes["truncations"][-1]
 
 

@@ -191,7 +191,8 @@ def random_buffer(profile: str, out: Path) -> None:
     "--out",
     type=click.Path(path_type=Path),
     required=True,
-    help="Output directory (buffer.h5, checkpoints/, collect_log.json).",
+    help="Collect directory: one run per seed in OUT/seed_S/ (buffer.h5, checkpoints/, "
+    "collect_log.json).",
 )
 @click.option("--task", default=None, help="Override collect.task.")
 @click.option("--env-steps", type=int, default=None, help="Override collect.env_steps (N).")
@@ -199,7 +200,12 @@ def random_buffer(profile: str, out: Path) -> None:
 @click.option(
     "--snapshot-every", type=int, default=None, help="Override collect.snapshot_every (M)."
 )
-@click.option("--seed", type=int, default=None, help="Override the profile's seed.")
+@click.option(
+    "--seed",
+    type=click.IntRange(min=0),
+    default=None,
+    help="Collect only the run with this seed (OUT/seed_S/); default: all collect.seeds.",
+)
 @device_option()
 @run_control_options
 def collect(
@@ -216,9 +222,10 @@ def collect(
     quiet: bool,
     break_lock: bool,
 ) -> None:
-    """Run SAC on a task and record its replay buffer with policy snapshots (resumable)."""
+    """Run SAC on a task and record its replay buffer with policy snapshots, once per seed of
+    collect.seeds (resumable; finished runs are kept)."""
     from tomrepro.core.config import load_profile, with_overrides
-    from tomrepro.loops.collect import Collector
+    from tomrepro.loops.collect import collect_runs
 
     cfg = with_overrides(
         load_profile(profile),
@@ -228,17 +235,18 @@ def collect(
         random_steps=random_steps,
         snapshot_every=snapshot_every,
     )
-    cfg = with_overrides(cfg, None, seed=seed)
-    path = Collector(
+    buffers = collect_runs(
         cfg,
         out,
+        seeds=None if seed is None else (seed,),
         device=device,
         overwrite=overwrite,
         rerun_complete=rerun_complete,
         break_lock=break_lock,
         progress=not quiet,
-    ).run()
-    click.echo(f"wrote {path}")
+    )
+    for path in buffers.values():
+        click.echo(f"wrote {path}")
 
 
 @cli.command("train-model")
@@ -404,18 +412,18 @@ def weights_command(
 
 
 @cli.command("offline-study")
-@click.argument("buffer", type=click.Path(path_type=Path))
+@click.argument("sources", nargs=-1, required=True, type=click.Path(path_type=Path))
 @click.option(
     "--out",
     type=click.Path(path_type=Path),
     required=True,
-    help="Study directory (study.nc, study.csv, metrics.json, cells/, eval/).",
+    help="Study directory (study.nc, study.csv, metrics.json, runs/seed_R/{cells,eval}/).",
 )
 @profile_option()
 @device_option()
 @run_control_options
 def offline_study_command(
-    buffer: Path,
+    sources: tuple[Path, ...],
     out: Path,
     profile: str,
     device: str | None,
@@ -424,13 +432,15 @@ def offline_study_command(
     quiet: bool,
     break_lock: bool,
 ) -> None:
-    """Per-snapshot MLE vs TOM vs PMAC models on a saved buffer, errors on pi_k's occupancy."""
+    """Per-snapshot MLE vs TOM vs PMAC models, errors on pi_k's occupancy, over independent
+    collect runs. SOURCES: a collect directory (every run of the profile's collect.seeds), run
+    directories or buffer files (each run named by the seed it was collected with)."""
     from tomrepro.core.config import load_profile
     from tomrepro.loops.offline_study import OfflineStudy
 
     study = OfflineStudy(
         load_profile(profile),
-        buffer,
+        list(sources),
         out,
         device=device,
         overwrite=overwrite,
@@ -676,7 +686,7 @@ def _csv(kind: type):
     "--source",
     type=click.Path(path_type=Path),
     default=None,
-    help="Collected buffer.h5 (continuations).",
+    help="Collected buffer.h5, or a collect directory: its first run's (continuations).",
 )
 @click.option("--tasks", callback=_csv(str), default=None, help="Comma list; default mbpo.tasks.")
 @click.option("--learners", callback=_csv(str), default=None, help="Default: mbpo.learners.")
@@ -739,6 +749,10 @@ def sweep(
         seeds=seeds,
         continue_snapshots=snapshots,
     )
+    if source is not None and source.is_dir():
+        from tomrepro.loops.collect import collected_buffer
+
+        source = collected_buffer(cfg, source)  # the first seed of collect.seeds
     specs = plan_grid(cfg, cast(Kind, kind), out, source=source)
     result = run_sweep(
         cfg,

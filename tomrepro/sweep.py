@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import os
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
@@ -139,6 +140,7 @@ def run_sweep(
     verbose: bool = False,
 ) -> SweepResult:
     """Run every spec not yet complete through Ray; write the summary and the curves."""
+    check_resources(num_cpus, cpus_per_run, gpus_per_run)
     address = address or os.environ.get("RAY_ADDRESS")
     if gpus_per_run > 0 and not address:
         import torch
@@ -178,6 +180,16 @@ def run_sweep(
         tmp.write_text(json.dumps(_metrics(ordered), indent=2))
     write_sweep_curves(specs, curves_path or root / "curves.csv")
     return SweepResult(ordered)
+
+
+def check_resources(num_cpus: int | None, cpus_per_run: float, gpus_per_run: float) -> None:
+    """Ray refuses negative or NaN resources only after it has started, with a traceback."""
+    if num_cpus is not None and num_cpus < 1:
+        raise ConfigError(f"--num-cpus must be at least 1, got {num_cpus}")
+    if not 0 < cpus_per_run < math.inf:  # NaN fails too
+        raise ConfigError(f"--cpus-per-run must be a positive number, got {cpus_per_run}")
+    if not 0 <= gpus_per_run < math.inf:
+        raise ConfigError(f"--gpus-per-run must be zero or a positive number, got {gpus_per_run}")
 
 
 def _metrics(entries: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:

@@ -4,7 +4,8 @@
 `curves.nc`: MBPO evaluation curves, one netCDF group per kind (`scratch`, `continue`), each
 over task x snapshot x learner x seed x env_step (snapshot -1 for from-scratch runs).
 `finite.nc`: the finite-MDP checks (recovery errors by reward x divergence x form, bound slacks
-by MDP draw).
+by MDP draw; C5's estimator by reward_kind x divergence x estimator_mdp and its convergence table
+by divergence x samples x q_steps x convergence_mdp).
 Any part whose stage output is missing is left out, and the claims that need it say so.
 """
 
@@ -48,7 +49,9 @@ def _fail(path: Path, problem: str) -> TomreproError:
 
 
 def offline_dataset(path: Path) -> xr.Dataset:
-    """The offline study's `study.nc`, checked for the variables the claims use."""
+    """The offline study's `study.nc` (run x learner x snapshot x seed [x horizon | age_bin]),
+    checked for the variables the claims use and for the `run` dimension (the collect runs,
+    the claims' units) on each of them."""
     try:
         with xr.open_dataset(path, engine="h5netcdf") as ds:
             loaded = ds.load()
@@ -57,6 +60,12 @@ def offline_dataset(path: Path) -> xr.Dataset:
     missing = [v for v in OFFLINE_VARIABLES if v not in loaded]
     if missing:
         raise _fail(path, f"not an offline-study dataset (missing {', '.join(missing)})")
+    if any("run" not in loaded[v].dims for v in OFFLINE_VARIABLES):
+        raise _fail(
+            path,
+            "an offline study without a `run` dimension (made before collect runs were its "
+            "units); rerun `tomrepro offline-study` on the collect directory",
+        )
     return loaded
 
 
@@ -83,7 +92,7 @@ def curves_dataset(path: Path, kind: str) -> xr.Dataset | None:
 
 
 def finite_dataset(path: Path) -> xr.Dataset:
-    """The finite-MDP stage's JSON on (reward, divergence, form) and (mdp) grids."""
+    """The finite-MDP stage's JSON as a dataset (module doc; `_estimator_variables`)."""
     try:
         raw = json.loads(path.read_text())
         keys = [tuple(k.split("/")) for k in raw["recovery"]]
@@ -97,7 +106,7 @@ def finite_dataset(path: Path) -> xr.Dataset:
     errors = np.full([len(a) for a in axes], np.nan)
     for key, value in zip(keys, raw["recovery"].values(), strict=True):
         errors[tuple(axes[i].index(key[i]) for i in range(3))] = value
-    return xr.Dataset(
+    ds = xr.Dataset(
         {
             "recovery_error": (("reward", "divergence", "form"), errors),
             "slack_kl": ("mdp", np.asarray(slack_kl, dtype=np.float64)),
@@ -112,6 +121,104 @@ def finite_dataset(path: Path) -> xr.Dataset:
         },
         attrs={"mdps": int(raw["mdps"]), "seed": int(raw["seed"])},
     )
+    try:
+        extra = _estimator_variables(raw)
+    except (ValueError, KeyError, TypeError, IndexError) as exc:
+        raise _fail(path, f"malformed estimator results ({type(exc).__name__}: {exc})") from None
+    try:
+        fits = [_model_fit_variables(raw, key) for key in MODEL_FIT_KEYS]
+    except (ValueError, KeyError, TypeError) as exc:
+        raise _fail(path, f"malformed model-fit results ({type(exc).__name__}: {exc})") from None
+    parts = [ds, *(f for f in fits if f is not None)]
+    if extra is not None:
+        if list(extra.divergence.values) != list(ds.divergence.values):
+            raise _fail(path, "the estimator's divergences differ from the recovery check's")
+        parts.append(extra)
+    return xr.merge(parts, combine_attrs="no_conflicts")
+
+
+# JSON key of a C6 model-fit comparison -> the suffix of its dataset variables and dims.
+MODEL_FIT_KEYS = {"model_fit": "", "model_fit_estimated": "_estimated"}
+
+
+def _model_fit_variables(raw: dict, key: str) -> xr.Dataset | None:
+    """C6's per-MDP fit errors: `model_<metric>{suffix}` over (weights{suffix}, fit_mdp{suffix})."""
+    if key not in raw:
+        return None
+    fit, suffix = raw[key], MODEL_FIT_KEYS[key]
+    names, n = list(fit["weights"]), int(fit["mdps"])
+    weights_dim, mdp_dim = f"weights{suffix}", f"fit_mdp{suffix}"
+    variables = {}
+    for metric, per_name in fit["metrics"].items():
+        values = np.asarray([per_name[name] for name in names], dtype=np.float64)
+        if values.shape != (len(names), n):
+            raise ValueError(f"{metric} has shape {values.shape}, not {(len(names), n)}")
+        variables[f"{metric}{suffix}"] = ((weights_dim, mdp_dim), values)
+    return xr.Dataset(
+        variables,
+        coords={weights_dim: names, mdp_dim: np.arange(n)},
+        attrs={f"model_fit_samples{suffix}": int(fit["samples"] or 0)},
+    )
+
+
+# JSON measure -> dataset variable of the C5 estimator check (finite_claims.ESTIMATOR_MEASURES).
+ESTIMATOR_VARIABLES = {
+    "error": "estimator_error",
+    "spearman": "estimator_spearman",
+    "cell_error": "estimator_cell_error",
+    "vs_optimum_error": "estimator_vs_optimum_error",
+    "form_bias_error": "form_bias_error",
+    "form_bias_cell_error": "form_bias_cell_error",
+    "seconds": "estimator_seconds",
+}
+CONVERGENCE_VARIABLES = {
+    "vs_optimum_error": "convergence_vs_optimum_error",
+    "error": "convergence_error",
+}
+
+
+def _estimator_variables(raw: dict) -> xr.Dataset | None:
+    """C5's estimator arrays: (reward_kind, divergence, estimator_mdp) and the convergence table
+    (divergence, samples, q_steps, convergence_mdp); None for a result made without them."""
+    if "estimator" not in raw:
+        return None
+    est = raw["estimator"]
+    kinds, divergences, n = est["reward_kinds"], est["divergences"], int(est["mdps"])
+    shape = (len(kinds), len(divergences), n)
+    variables: dict[str, tuple[tuple[str, ...], np.ndarray]] = {}
+    for measure, name in ESTIMATOR_VARIABLES.items():
+        values = np.asarray(
+            [[est["values"][k][d][measure] for d in divergences] for k in kinds],
+            dtype=np.float64,
+        )
+        if values.shape != shape:
+            raise ValueError(f"{measure} has shape {values.shape}, not {shape}")
+        variables[name] = (("reward_kind", "divergence", "estimator_mdp"), values)
+    coords: dict = {
+        "reward_kind": kinds,
+        "divergence": divergences,
+        "estimator_mdp": np.arange(n),
+        "estimator_states": ("estimator_mdp", np.asarray(est["states"], dtype=np.int64)),
+        "estimator_actions": ("estimator_mdp", np.asarray(est["actions"], dtype=np.int64)),
+    }
+    attrs = {"estimator_settings": json.dumps(est.get("settings", {}), sort_keys=True)}
+    conv = raw.get("convergence")
+    if conv is not None and int(conv["mdps"]) > 0:
+        if conv["divergences"] != divergences:
+            raise ValueError("the convergence table's divergences differ from the estimator's")
+        grid = (len(divergences), len(conv["samples"]), len(conv["q_steps"]), int(conv["mdps"]))
+        for measure, name in CONVERGENCE_VARIABLES.items():
+            values = np.asarray([conv["values"][measure][d] for d in divergences], dtype=np.float64)
+            if values.shape != grid:
+                raise ValueError(f"convergence {measure} has shape {values.shape}, not {grid}")
+            variables[name] = (("divergence", "samples", "q_steps", "convergence_mdp"), values)
+        coords |= {
+            "samples": np.asarray(conv["samples"], dtype=np.int64),
+            "q_steps": np.asarray(conv["q_steps"], dtype=np.int64),
+            "convergence_mdp": np.arange(grid[-1]),
+        }
+        attrs["convergence_reward_kind"] = str(conv["reward_kind"])
+    return xr.Dataset(variables, coords=coords, attrs=attrs)
 
 
 def build(data_dir: Path) -> AnalysisData:

@@ -173,6 +173,8 @@ def decide(
     sd = float(d.std(ddof=1))
     pw = power(n, sesoi, sd, confidence, seed) if sesoi > 0 else None
     needed = units_needed(sesoi, sd, confidence) if sesoi > 0 else None
+    if needed is not None:
+        needed = max(needed, min_units)  # below the claim's minimum no verdict is given at all
     if n < min_units:
         return Decision(
             "indicative", est, n, sesoi, p, pw, needed, note=f"fewer than {min_units} units"

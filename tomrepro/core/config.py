@@ -64,8 +64,18 @@ class RandomBufferConfig(Section):
 
 
 class CollectConfig(Section):
-    """SAC data collection into a replay buffer with policy snapshots (DESIGN §4, step 1)."""
+    """SAC data collection into a replay buffer with policy snapshots (DESIGN §4, step 1).
 
+    One collect run per seed in `seeds`: the independent units of the offline study (C1, C2).
+    """
+
+    seeds: tuple[NonNegativeInt, ...] = Field(
+        (0,),
+        min_length=1,
+        description="Seeds of the independent collect runs (`OUT/seed_{s}/` each); every random "
+        "stream of a run, and its offline-study evaluation episodes, derive from its seed alone "
+        "(the profile's `seed` is not used).",
+    )
     task: str = Field(description="Task id from the registry (`tomrepro tasks`).")
     env_steps: PositiveInt = Field(description="Total env steps N to collect.")
     random_steps: NonNegativeInt = Field(
@@ -82,6 +92,7 @@ class CollectConfig(Section):
 
     @model_validator(mode="after")
     def _fits(self) -> CollectConfig:
+        check_distinct(self, ("seeds",))
         if self.snapshot_every > self.env_steps:
             raise ValueError(
                 f"snapshot_every ({self.snapshot_every}) is larger than "
@@ -155,7 +166,8 @@ class ModelConfig(Section):
 
 
 class OfflineStudyConfig(Section):
-    """Per-snapshot comparison of model learners on a saved buffer (DESIGN §4, step 2)."""
+    """Per-snapshot comparison of model learners on saved buffers, one per independent collect
+    run (DESIGN §4, step 2)."""
 
     snapshots: tuple[PositiveInt, ...] = Field(
         min_length=1, description="Policy snapshot versions k to study (each uses D^R[:k])."
@@ -165,11 +177,17 @@ class OfflineStudyConfig(Section):
         min_length=1,
         description="Model learners compared (registered names; none that needs a critic).",
     )
-    seeds: tuple[NonNegativeInt, ...] = Field((0,), min_length=1, description="Seeds per cell.")
+    seeds: tuple[NonNegativeInt, ...] = Field(
+        (0,),
+        min_length=1,
+        description="Model seeds per (collect run, snapshot): nested inside a run, whose seed "
+        "they are combined with (the units are the collect runs, `collect.seeds`).",
+    )
     eval_episodes: PositiveInt = Field(
         10,
-        description="Complete fresh on-policy episodes of pi_k to evaluate on (each its own "
-        "start state, so the discounted occupancy is estimated from that many starts).",
+        description="Complete fresh on-policy episodes of pi_k per collect run to evaluate on "
+        "(each its own start state, so the discounted occupancy is estimated from that many "
+        "starts; seeded from the run's seed).",
     )
     eval_gamma: Discount = Field(0.99, description="Discount of the on-policy occupancy.")
     horizon: PositiveInt = Field(10, description="Longest open-loop horizon H.")
@@ -274,12 +292,66 @@ class MBPOConfig(Section):
 
 
 class FiniteMDPConfig(Section):
-    """Claims C5 and C6 on random finite MDPs, where every occupancy is exact."""
+    """Claims C5 and C6 on random finite MDPs, where every occupancy is exact.
+
+    C5 runs the project's own dual-RL estimator (`estimator_*`: its budget on one-hot features;
+    the other TOM settings are TOMConfig's defaults) on buffers sampled from each MDP.
+    """
 
     mdps: PositiveInt = Field(200, description="Random MDPs per check.")
     seed: NonNegativeInt = Field(
         0, description="Seed of the MDP draws (C5 and C6 derive their own streams)."
     )
+    gamma: Discount = Field(0.9, description="Discount of every random MDP and of its dual.")
+    estimator_mdps: PositiveInt = Field(
+        6, description="C5: random MDPs the neural estimator runs on (each fit takes seconds)."
+    )
+    estimator_samples: PositiveInt = Field(
+        4000, description="C5: buffer rows N sampled from d^R per MDP."
+    )
+    estimator_recent_share: Annotated[float, Field(gt=0, lt=1)] = Field(
+        0.2,
+        description="C5: share of pi's data in d^R; the buffer's last round(share * N) rows, drawn "
+        "from d^pi, are D^pi (the rest from the older policies' mixture).",
+    )
+    estimator_initial_samples: PositiveInt = Field(
+        1000, description="C5: draws s0 ~ mu0 given to the dual's initial term."
+    )
+    estimator_q_steps: PositiveInt = Field(1000, description="C5: Adam steps of the Q network.")
+    estimator_q_hidden_sizes: tuple[PositiveInt, ...] = Field(
+        (64, 64),
+        min_length=1,
+        description="C5: Q-network hidden widths (one-hot inputs need less than MuJoCo's).",
+    )
+    estimator_discriminator_steps: PositiveInt = Field(
+        400, description="C5: Adam steps of the discriminator (discriminator reward)."
+    )
+    estimator_discriminator_width: PositiveInt = Field(
+        64, description="C5: discriminator hidden width on one-hot inputs."
+    )
+    convergence_mdps: NonNegativeInt = Field(
+        2,
+        description="C5: MDPs of the convergence table (estimator vs population optimum, "
+        "no-discriminator reward, both divergences); 0 skips it.",
+    )
+    convergence_samples: tuple[PositiveInt, ...] = Field(
+        (1000, 4000, 16000), min_length=1, description="C5 convergence table: buffer sizes N."
+    )
+    convergence_q_steps: tuple[PositiveInt, ...] = Field(
+        (200, 800, 3200), min_length=1, description="C5 convergence table: Q steps per fit."
+    )
+
+    @model_validator(mode="after")
+    def _buffers_split(self) -> FiniteMDPConfig:
+        check_distinct(self, ("convergence_samples", "convergence_q_steps"))
+        for n in (self.estimator_samples, *self.convergence_samples):
+            recent = round(self.estimator_recent_share * n)
+            if not 0 < recent < n:
+                raise ValueError(
+                    f"estimator_recent_share {self.estimator_recent_share} of {n} rows leaves "
+                    "D^pi or the older data empty"
+                )
+        return self
 
 
 class AnalysisConfig(Section):

@@ -40,13 +40,25 @@ def _read_flat(path: Path) -> dict[str, np.ndarray]:
                 f"{path}: not a D4RL-style file, missing key(s) {', '.join(missing)}"
             )
         keys = [*REQUIRED, "next_observations", *(f"infos/{k}" for k in PROVENANCE)]
+        for key in keys:
+            if key in f and not isinstance(f[key], h5py.Dataset):
+                raise TomreproError(f"{path}: {key} is not a dataset")
         data = {k: f[k][()] for k in keys if k in f}
+    for key, value in data.items():
+        if value.ndim == 0 or value.dtype.kind not in "biuf":
+            raise TomreproError(
+                f"{path}: {key} must be an array of numbers, not dtype {value.dtype} with shape "
+                f"{value.shape}"
+            )
     n = len(data["rewards"])
     for key, value in data.items():
         if len(value) != n:
             raise TomreproError(f"{path}: {key} has {len(value)} rows, rewards has {n}")
     if data["observations"].ndim != 2 or data["actions"].ndim != 2:
         raise TomreproError(f"{path}: observations and actions must be 2-D (rows, dim)")
+    for key in ("rewards", "terminals", "timeouts", *(f"infos/{k}" for k in PROVENANCE)):
+        if key in data and data[key].size != n:
+            raise TomreproError(f"{path}: {key} must hold one value per row")
     return data
 
 

@@ -32,6 +32,10 @@ PURPOSES: dict[str, str] = {
     "the model seed)",
     "finite/recovery": "random finite MDPs of claim C5",
     "finite/bound": "random finite MDPs of claim C6",
+    "finite/estimator": "C5 estimator: one MDP's seed, also its fits' (index: the MDP)",
+    "finite/convergence": "C5 convergence table: one MDP's seed (index: the MDP)",
+    "finite/estimator/problem": "C5 estimator: an MDP, its policies and replay mixture",
+    "finite/estimator/buffer": "C5 estimator: a buffer's rows and mu0 draws (index: its size N)",
     "finite/model_fit": "C6 model fit: one MDP, its state aggregation and its samples "
     "(index: the MDP)",
     "finite/model_fit/weights": "C6 model fit: an extra weight source's draws, e.g. the "

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 import torch
@@ -22,9 +22,19 @@ import torch
 from tomrepro.core.learners import DualConvergence, TOMConfig
 from tomrepro.core.seeding import derive_seed
 from tomrepro.learning.networks import BatchedMLP
-from tomrepro.learning.sac import SquashedGaussianActor
 
 WEIGHT_CHUNK = 65_536
+
+
+class Actor(Protocol):
+    """What the estimator needs of pi: actions (B, act) and log-probabilities (B,) drawn for
+    observations (B, obs) on its device (the SAC actor; a tabular policy on a finite MDP)."""
+
+    def sample(
+        self, obs: torch.Tensor, generator: torch.Generator
+    ) -> tuple[torch.Tensor, torch.Tensor]: ...
+
+    def to(self, device: torch.device) -> Any: ...
 
 
 @dataclass(frozen=True)
@@ -66,7 +76,7 @@ class OccupancyRatioEstimator:
         self,
         data: TransitionTensors,
         idx: torch.Tensor | slice,
-        actor: SquashedGaussianActor,
+        actor: Actor,
         generator: torch.Generator,
     ) -> torch.Tensor:
         next_obs = data.next_observations[idx]
@@ -81,7 +91,7 @@ class OccupancyRatioEstimator:
         self,
         data: TransitionTensors,
         initial_observations: torch.Tensor,
-        actor: SquashedGaussianActor,
+        actor: Actor,
         steps: int | None = None,
     ) -> list[float]:
         """`steps` (default `cfg.q_steps`) Adam steps on the dual loss; the loss per step."""
@@ -116,7 +126,7 @@ class OccupancyRatioEstimator:
     def weights(
         self,
         data: TransitionTensors,
-        actor: SquashedGaussianActor,
+        actor: Actor,
         generator: torch.Generator | None = None,
     ) -> torch.Tensor:
         """w = f*'(e) for every row (a' drawn once per row, from `generator` or the
@@ -142,7 +152,7 @@ def fit_to_convergence(
     estimator: OccupancyRatioEstimator,
     data: TransitionTensors,
     initial_observations: torch.Tensor,
-    actor: SquashedGaussianActor,
+    actor: Actor,
     rule: DualConvergence,
 ) -> tuple[list[float], dict[str, Any]]:
     """Windows of Q steps until the weights' rank order and the dual loss have settled (or the

@@ -23,11 +23,11 @@ from tomrepro.core.learners import DualConvergence, TOMConfig
 from tomrepro.core.seeding import derive_seed
 from tomrepro.learning.discriminator import discriminator_reward, train_discriminator
 from tomrepro.learning.dual_rl import (
+    Actor,
     OccupancyRatioEstimator,
     TransitionTensors,
     fit_to_convergence,
 )
-from tomrepro.learning.sac import SquashedGaussianActor
 
 QUANTILES = (0.0, 0.01, 0.1, 0.25, 0.5, 0.75, 0.9, 0.99, 1.0)
 
@@ -53,7 +53,7 @@ def weight_summary(weights: np.ndarray) -> dict[str, Any]:
 
 def estimate_tom_weights(
     columns: Mapping[str, np.ndarray],
-    actor: SquashedGaussianActor,
+    actor: Actor,
     cfg: TOMConfig,
     *,
     use_discriminator: bool,
@@ -62,12 +62,15 @@ def estimate_tom_weights(
     estimator: OccupancyRatioEstimator | None = None,
     discriminator_seed: int | None = None,
     converge: DualConvergence | None = None,
+    initial_observations: np.ndarray | None = None,
 ) -> tuple[WeightEstimate, OccupancyRatioEstimator]:
     """Weights for every row of `columns` under `actor`; pass `estimator` back in to keep Q.
 
     `seed` seeds a new estimator; the discriminator's seed defaults to round 0's of `seed`.
     With `converge`, Q trains in windows until that criterion holds (a one-off estimate)
-    instead of `cfg.q_steps` steps (an online round, whose Q persists)."""
+    instead of `cfg.q_steps` steps (an online round, whose Q persists).
+    `initial_observations` (M, obs) are draws s0 ~ mu0 for the dual's initial term; by default
+    they are the rows that start an episode (`episode_steps == 0`), or the first row if none do."""
     if discriminator_seed is None:
         discriminator_seed = derive_seed(seed, "tom/discriminator", 0)
     n, k = len(columns["rewards"]), cfg.recent_size
@@ -80,6 +83,16 @@ def estimate_tom_weights(
     act = torch.as_tensor(columns["actions"], device=device)
     next_obs = torch.as_tensor(columns["next_observations"], device=device)
     obs_dim, act_dim = obs.shape[1], act.shape[1]
+    if initial_observations is not None:
+        initial = torch.as_tensor(initial_observations, device=device, dtype=obs.dtype)
+        if initial.ndim != 2 or initial.shape[1] != obs_dim or len(initial) == 0:
+            raise TomreproError(
+                f"initial observations must be a non-empty (M, {obs_dim}) array, "
+                f"not {tuple(initial.shape)}"
+            )
+    else:
+        starts = columns["episode_steps"] == 0
+        initial = obs[torch.as_tensor(starts, device=device)] if starts.any() else obs[:1]
     actor = actor.to(device)
     diagnostics: dict[str, Any] = {
         "rows": n,
@@ -109,8 +122,6 @@ def estimate_tom_weights(
         next_obs,
         1.0 - torch.as_tensor(columns["terminations"], device=device).float(),
     )
-    starts = columns["episode_steps"] == 0
-    initial = obs[torch.as_tensor(starts, device=device)] if starts.any() else obs[:1]
     if estimator is None:
         estimator = OccupancyRatioEstimator(obs_dim, act_dim, cfg, device, seed)
     tick = time.perf_counter()

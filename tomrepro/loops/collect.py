@@ -12,12 +12,18 @@ Timeline for N env steps, snapshot interval M and R random steps:
 
 Exploration noise comes from `StepNoise` (a function of seed and step), so neither resuming nor
 recomputing actions from a snapshot needs generator state.
+
+A profile makes one independent run per seed of `collect.seeds` (the offline study's units), each
+in its own run directory `OUT/seed_{s}/` with its own fingerprint and lock; every stream of a run
+derives from its seed. A killed `collect_runs` keeps the finished runs and resumes the one it was
+in.
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import shutil
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -49,7 +55,7 @@ from tomrepro.learning.policy import SnapshotPolicy
 from tomrepro.learning.sac import SAC, MinibatchSampler
 from tomrepro.learning.serialization import load_tensors, save_tensors
 from tomrepro.loops.episode_recorder import EpisodeRecorder, restore_episode, save_episode
-from tomrepro.loops.run_directory import RunDirectory, Start
+from tomrepro.loops.run_directory import FINGERPRINT, RunDirectory, Start
 
 log = logging.getLogger(__name__)
 
@@ -76,14 +82,37 @@ class CollectPaths:
         return self.checkpoints / f"agent_v{version:06d}.pt"
 
 
-def run_config(profile: ProfileConfig) -> dict[str, Any]:
-    """What determines the collected data; stored in the file and compared on resume."""
+def run_dir(root: Path, seed: int) -> Path:
+    """Where collect run `seed` lives in a collect directory."""
+    return Path(root) / f"seed_{seed}"
+
+
+def collected_buffer(profile: ProfileConfig, root: Path, seed: int | None = None) -> Path:
+    """The buffer of one collect run in a collect directory (default: the first seed's)."""
+    seed = profile.collect.seeds[0] if seed is None else seed
+    path = CollectPaths(run_dir(root, seed)).buffer
+    if not path.is_file():
+        raise TomreproError(
+            f"{root}: collect run {seed} has no buffer ({path} is missing); run "
+            f"`tomrepro collect --profile {profile.name} --out {root}`"
+        )
+    return path
+
+
+def collected_buffers(profile: ProfileConfig, root: Path) -> dict[int, Path]:
+    """Run seed -> buffer of every collect run of the profile in a collect directory."""
+    return {s: collected_buffer(profile, root, s) for s in profile.collect.seeds}
+
+
+def run_config(profile: ProfileConfig, seed: int) -> dict[str, Any]:
+    """What determines one run's data; stored in the file and compared on resume. The list of
+    seeds is left out, so adding runs to a profile keeps the finished ones."""
     return {
         "stage": "collect",
         "code": code_digest([__name__]),
         "profile": profile.name,
-        "seed": profile.seed,
-        "collect": profile.collect.model_dump(),
+        "seed": seed,
+        "collect": profile.collect.model_dump(exclude={"seeds"}),
         "sac": profile.sac.model_dump(mode="json"),
     }
 
@@ -113,13 +142,15 @@ class _Run:
 
 
 class Collector:
-    """One collection run; `run()` goes from wherever the output directory left off to the end."""
+    """One collection run; `run()` goes from wherever the output directory left off to the end.
+    `seed` is the run's seed (default: the first of `collect.seeds`)."""
 
     def __init__(
         self,
         profile: ProfileConfig,
         out_dir: Path,
         *,
+        seed: int | None = None,
         device: str | None = None,
         overwrite: bool = False,
         rerun_complete: bool = False,
@@ -127,13 +158,16 @@ class Collector:
         progress: bool = True,
     ) -> None:
         self.profile, self.cfg = profile, profile.collect
+        self.seed = self.cfg.seeds[0] if seed is None else seed
+        if self.seed < 0:
+            raise TomreproError(f"a collect seed is non-negative (got {self.seed})")
         self.paths = CollectPaths(Path(out_dir))
         self.task = get_task(self.cfg.task)
         self.device = resolve_device(device or profile.device)
         self.overwrite, self.rerun_complete, self.progress = overwrite, rerun_complete, progress
         self.break_lock = break_lock
         # Generator states differ between devices: a run is resumed only on the device it began on.
-        self.config = {**run_config(profile), "device": self.device.type}
+        self.config = {**run_config(profile, self.seed), "device": self.device.type}
         self.timer = PhaseTimer(("env", "sac_updates", "writing"))
 
     # --- deciding where to start -------------------------------------------------------------
@@ -188,7 +222,7 @@ class Collector:
         if start is Start.DONE:
             log.info("collect: %s is complete; nothing to do", self.paths.buffer)
             return self.paths.buffer
-        cfg, task, seed = self.cfg, self.task, self.profile.seed
+        cfg, task, seed = self.cfg, self.task, self.seed
         env = task.make_env()
         low = env.action_space.low.astype(np.float32)
         high = env.action_space.high.astype(np.float32)
@@ -220,7 +254,7 @@ class Collector:
             initial=run.step,
             unit="step",
             disable=not self.progress,
-            desc=f"collect {task.task_id}",
+            desc=f"collect {task.task_id} seed {seed}",
             mininterval=1.0,
         )
         stats = torch.zeros(4)
@@ -255,10 +289,10 @@ class Collector:
         return self.paths.buffer
 
     def _reset(self, env: Any) -> np.ndarray:
-        return env.reset(seed=derive_seed(self.profile.seed, "env"))[0]
+        return env.reset(seed=derive_seed(self.seed, "env"))[0]
 
     def _metadata(self, complete: bool) -> BufferMetadata:
-        return BufferMetadata(self.task.task_id, self.profile.seed, self.config, complete=complete)
+        return BufferMetadata(self.task.task_id, self.seed, self.config, complete=complete)
 
     def _checkpoint(self, run: _Run) -> None:
         """Agent state at the current snapshot, then the buffer so far (marked incomplete)."""
@@ -333,3 +367,46 @@ class Collector:
             "collect: timings env %.1fs, sac updates %.1fs, writing %.1fs",
             *(timings[k] for k in ("env", "sac_updates", "writing")),
         )
+
+
+# Names a collect directory held when it was one run (before runs were the offline study's units).
+_SINGLE_RUN = ("buffer.h5", "checkpoints", "collect_log.json", FINGERPRINT)
+
+
+def collect_runs(
+    profile: ProfileConfig,
+    out_dir: Path,
+    *,
+    seeds: tuple[int, ...] | None = None,
+    overwrite: bool = False,
+    **options: Any,
+) -> dict[int, Path]:
+    """Every collect run of the profile (or only `seeds`) into `out_dir/seed_{s}/`, one after
+    another: run seed -> buffer. Each run decides done / resume / fresh on its own, so a killed
+    call keeps its finished runs. `options` go to each `Collector`."""
+    root = Path(out_dir)
+    seeds = profile.collect.seeds if seeds is None else seeds
+    _replace_single_run(root, overwrite)
+    return {
+        s: Collector(profile, run_dir(root, s), seed=s, overwrite=overwrite, **options).run()
+        for s in seeds
+    }
+
+
+def _replace_single_run(root: Path, overwrite: bool) -> None:
+    """A directory that is itself one run is not a collect directory: refused, or cleared of
+    that run with `overwrite` (its `seed_*` runs, if any, are left alone)."""
+    found = [n for n in _SINGLE_RUN if (root / n).exists()]
+    if not found:
+        return
+    if not overwrite:
+        raise TomreproError(
+            f"{root} holds a single collect run ({', '.join(found)}), not runs in seed_*/; "
+            "choose another --out or pass --overwrite to replace it"
+        )
+    for name in found:
+        path = root / name
+        if path.is_dir():
+            shutil.rmtree(path)
+        else:
+            path.unlink()

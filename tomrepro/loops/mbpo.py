@@ -219,14 +219,22 @@ class MBPORun:
                 "needs the checkpoints/ directory that `tomrepro collect` writes next to its buffer"
             )
         ckpt = load_tensors(ckpt_path, "agent checkpoint")
-        if int(ckpt["env_step"]) != step_k:
+        try:
+            ckpt_step = int(ckpt["env_step"])
+            sac_cfg = SACConfig.model_validate(json.loads(ckpt["config"])["sac"])
+            if not all(isinstance(ckpt[k], dict) for k in ("sac", "loop", "env")):
+                raise TypeError("its sac, loop or env entry is not a mapping")
+        except (KeyError, TypeError, ValueError) as exc:  # pydantic's errors are ValueErrors
             raise TomreproError(
-                f"{ckpt_path} is at env step {ckpt['env_step']}, snapshot {start.snapshot} "
+                f"{ckpt_path}: not a tomrepro agent checkpoint ({_first_line(exc)})"
+            ) from None
+        if ckpt_step != step_k:
+            raise TomreproError(
+                f"{ckpt_path} is at env step {ckpt_step}, snapshot {start.snapshot} "
                 f"began at {step_k}"
             )
-        collected = json.loads(ckpt["config"])
         self.task = get_task(meta.task_id)
-        self.sac_cfg = SACConfig.model_validate(collected["sac"])
+        self.sac_cfg = sac_cfg
         self.first_step, self.end_step = step_k, step_k + start.env_steps
         self.source = {
             "buffer": str(start.buffer),
@@ -235,6 +243,7 @@ class MBPORun:
             "env_step": step_k,
             "loaded": loaded,
             "checkpoint": ckpt,
+            "checkpoint_path": ckpt_path,
         }
 
     def _run_config(self) -> dict[str, Any]:
@@ -344,8 +353,14 @@ class MBPORun:
         ckpt = self.source["checkpoint"]
         state.buffer.extend(prefix.columns())
         sac_state = {**ckpt["sac"], "generator": state.sac.generator.get_state()}
-        state.sac.load_state_dict(sac_state)
-        state.obs = restore_episode(ckpt, ckpt["loop"], state.env, state.recorder)
+        try:
+            state.sac.load_state_dict(sac_state)
+            state.obs = restore_episode(ckpt, ckpt["loop"], state.env, state.recorder)
+        except (KeyError, TypeError, ValueError, RuntimeError, AttributeError, IndexError) as exc:
+            raise TomreproError(
+                f"{self.source['checkpoint_path']}: agent checkpoint does not fit task "
+                f"{self.task.task_id}'s agent and env ({_first_line(exc)})"
+            ) from None
         k = self.source["snapshot"]
         state.loop.version = k
         source = Path(self.source["buffer"])
@@ -647,6 +662,11 @@ _ROUND_KEYS = (
     "weight_max",
 )
 TIMING_COLUMNS = (*(f"seconds_{k}" for k in PHASES), "seconds_total")
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return f"{type(exc).__name__}: {text.splitlines()[0]}" if text else type(exc).__name__
 
 
 def write_curve(curve: pd.DataFrame, paths: MBPOPaths, config: dict[str, Any]) -> None:

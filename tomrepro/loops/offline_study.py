@@ -1,21 +1,26 @@
 """`tomrepro offline-study`: MLE, TOM, TOM without discriminator and PMAC models, per snapshot.
 
-For each policy snapshot k of a buffer, each learner and each seed (a "cell"):
+The units are independent collect runs (one buffer each, named by the run's seed); inside each,
+for each policy snapshot k, each learner and each model seed, a "cell":
 1. D^R = the prefix that existed when snapshot k became current; the learner's plan on it for
    pi_k (the same registered learner object MBPO uses: uniform for MLE, TOM's estimate under
    pi_k, PMAC's recency decay);
 2. a dynamics model fitted with the profile's family, architecture and budget, and the cell's seed
-   (the same seed for every learner, so learners differ only in their weights);
+   (derived from the run's seed and the model seed; the same for every learner, so learners differ
+   only in their weights);
 3. its errors on fresh on-policy episodes of pi_k in the real environment, weighted by the
    discounted occupancy gamma^t (one-step and open-loop for horizons 1..H), and on D^R itself
    (uniform weights); plus the weight statistics claim C1 needs (weight by age, newest / oldest
    ratio, Spearman correlation with recency, effective sample size).
 
-The evaluation episodes of a snapshot are generated once (`eval/snapshot_K.h5`) and shared by all
-learners and seeds. Each cell is written as `cells/k{K}_{learner}_s{seed}.json` when it finishes and
-skipped when present, so a killed study resumes where it stopped; `study.nc` (netCDF, dims
-learner x snapshot x seed x horizon x age_bin), tidy CSVs (`study.csv` per cell, `open_loop.csv`,
-`weight_by_age.csv`) and `metrics.json` are assembled from the cells at the end.
+The evaluation episodes of a (run, snapshot) are generated once, seeded from the run's seed alone
+(`runs/seed_R/eval/snapshot_K.h5`), and shared by all learners and model seeds of that run. Each
+run has its own run directory `runs/seed_R/` (fingerprint: the study config and its buffer's
+content digest); each cell is written as `runs/seed_R/cells/k{K}_{learner}_s{seed}.json` when it
+finishes and skipped when present, so a killed study resumes where it stopped and adding runs
+keeps the finished ones. `study.nc` (netCDF, dims run x learner x snapshot x seed [x horizon |
+age_bin]), tidy CSVs (`study.csv` per cell, `open_loop.csv`, `weight_by_age.csv`, each with a
+`run` column) and `metrics.json` are assembled from the cells at the end.
 """
 
 from __future__ import annotations
@@ -23,7 +28,7 @@ from __future__ import annotations
 import json
 import logging
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from functools import cached_property
 from itertools import product
@@ -40,6 +45,7 @@ from tomrepro.core.buffer_file import (
     BufferMetadata,
     content_digest,
     read_buffer,
+    read_metadata,
     read_snapshot,
     write_buffer,
 )
@@ -60,6 +66,7 @@ from tomrepro.learning.model_training import fit_on_columns
 from tomrepro.learning.policy import SnapshotPolicy
 from tomrepro.learning.sac import SquashedGaussianActor
 from tomrepro.learning.tom_weights import recency_statistics, weight_summary
+from tomrepro.loops.collect import CollectPaths, collected_buffers
 from tomrepro.loops.model_error import error_scale, evaluate_model, occupancy_weights
 from tomrepro.loops.rollout import rollout
 from tomrepro.loops.run_directory import RunDirectory, Start
@@ -69,13 +76,43 @@ log = logging.getLogger(__name__)
 
 @dataclass(frozen=True)
 class Cell:
+    """One fit: collect run (its seed), snapshot, learner and model seed."""
+
+    run: int
     snapshot: int
     learner: str
     seed: int
 
     @property
     def name(self) -> str:
+        """The cell's file stem inside its run's directory."""
         return f"k{self.snapshot}_{self.learner}_s{self.seed}"
+
+    @property
+    def fit_seed(self) -> int:
+        """Seed of the learner and the model fit: from the run and the model seed, so runs share
+        no stream, and the same for every learner of (run, snapshot, model seed)."""
+        return derive_seed(self.run, "offline/cell", self.seed)
+
+
+@dataclass(frozen=True)
+class StudyPaths:
+    """Where a study directory keeps what."""
+
+    root: Path
+
+    @property
+    def dataset(self) -> Path:
+        return self.root / "study.nc"
+
+    def run(self, run: int) -> Path:
+        return self.root / "runs" / f"seed_{run}"
+
+    def cell(self, cell: Cell) -> Path:
+        return self.run(cell.run) / "cells" / f"{cell.name}.json"
+
+    def eval_episodes(self, run: int, snapshot: int) -> Path:
+        return self.run(run) / "eval" / f"snapshot_{snapshot}.h5"
 
 
 def study_config(profile: ProfileConfig) -> dict[str, Any]:
@@ -84,20 +121,46 @@ def study_config(profile: ProfileConfig) -> dict[str, Any]:
         "stage": "offline_study",
         "code": code_digest([__name__]),
         "profile": profile.name,
-        "seed": profile.seed,  # the evaluation episodes' (cells have their own seeds)
         "offline_study": profile.offline_study.model_dump(mode="json"),
         "model": profile.model.model_dump(mode="json"),
         "learners": [learner_fingerprint(n, profile) for n in profile.offline_study.learners],
     }
 
 
+def study_buffers(profile: ProfileConfig, sources: Sequence[Path]) -> dict[int, Path]:
+    """Collect run seed -> buffer, by seed: a collect directory gives every run of the profile
+    (`seed_S/buffer.h5`), a run directory its buffer, a buffer file itself; a run's seed is the
+    one its buffer was collected with."""
+    if not sources:
+        raise TomreproError("no buffers: give a collect directory or buffer files")
+    found: dict[int, Path] = {}
+    for source in map(Path, sources):
+        if source.is_dir() and not CollectPaths(source).buffer.exists():
+            runs = collected_buffers(profile, source)
+        else:
+            path = CollectPaths(source).buffer if source.is_dir() else source
+            runs = {read_metadata(path).seed: path}
+        for seed, path in runs.items():
+            recorded = read_metadata(path).seed
+            if recorded != seed:
+                raise TomreproError(f"{path} was collected with seed {recorded}, not {seed}")
+            if seed in found:
+                raise TomreproError(
+                    f"collect run {seed} given twice ({found[seed]} and {path}); the runs of a "
+                    "study are independent, with distinct seeds"
+                )
+            found[seed] = path
+    return dict(sorted(found.items()))
+
+
 class OfflineStudy:
-    """One study over one buffer; `run()` computes missing cells, then assembles the outputs."""
+    """One study over one or more collect runs; `run()` computes the missing cells of every run,
+    then assembles the outputs. `source`: a collect directory, or buffer files (a list)."""
 
     def __init__(
         self,
         profile: ProfileConfig,
-        buffer_path: Path,
+        source: Path | Sequence[Path],
         out_dir: Path,
         *,
         device: str | None = None,
@@ -109,7 +172,8 @@ class OfflineStudy:
         if profile.offline_study is None:
             raise TomreproError(f"profile {profile.name!r} has no offline_study section")
         self.profile, self.cfg = profile, profile.offline_study
-        self.buffer_path, self.out = Path(buffer_path), Path(out_dir)
+        self.sources = [Path(source)] if isinstance(source, str | Path) else list(source)
+        self.out, self.paths = Path(out_dir), StudyPaths(Path(out_dir))
         self.device = resolve_device(device or profile.device)
         self.overwrite, self.rerun_complete, self.progress = overwrite, rerun_complete, progress
         self.break_lock = break_lock
@@ -118,40 +182,68 @@ class OfflineStudy:
 
     @property
     def dataset_path(self) -> Path:
-        return self.out / "study.nc"
+        return self.paths.dataset
+
+    @cached_property
+    def buffers(self) -> dict[int, Path]:
+        """Run seed -> buffer file."""
+        return study_buffers(self.profile, self.sources)
+
+    @cached_property
+    def digests(self) -> dict[int, str]:
+        """Run seed -> the buffer's content digest (a full read of each, done once)."""
+        return {run: content_digest(path) for run, path in self.buffers.items()}
 
     @cached_property
     def directory(self) -> RunDirectory:
-        """Built once: its fingerprint holds the buffer's content digest (a full read)."""
+        """The study's own directory: its fingerprint names the runs and their data, so a new
+        set of runs reassembles the outputs while each run keeps its finished cells."""
         return RunDirectory(
             self.out,
-            {**self.config, "buffer_digest": content_digest(self.buffer_path)},
+            {**self.config, "runs": {str(r): d for r, d in self.digests.items()}},
             "offline study",
             outputs=(
-                "cells",
-                "eval",
                 "study.nc",
                 "study.csv",
                 "open_loop.csv",
                 "weight_by_age.csv",
                 "timings.csv",
                 "metrics.json",
+                "cells",  # a study made before runs were units kept these here
+                "eval",
             ),
-            precious=("cells", "study.nc"),
+            precious=("study.nc", "cells"),
             finished=self.dataset_path.exists,
         )
 
-    def _prepare(self, loaded: BufferFile) -> bool:
-        """True if there is nothing to do; output of another config is refused unless
-        `overwrite` (the DVC stage passes it, as for collect)."""
-        for k in self.cfg.snapshots:
-            loaded.snapshot_step(k)
-        start = self.directory.prepare(overwrite=self.overwrite, rerun_complete=self.rerun_complete)
-        if start is Start.DONE:
-            return True
-        (self.out / "cells").mkdir(exist_ok=True)
-        (self.out / "eval").mkdir(exist_ok=True)
-        return False
+    def run_directory(self, run: int) -> RunDirectory:
+        """One run's cells and evaluation episodes; finished when every cell is written."""
+        cells = self.cells(run)
+        return RunDirectory(
+            self.paths.run(run),
+            {**self.config, "run": run, "buffer_digest": self.digests[run]},
+            "offline-study run",
+            outputs=("cells", "eval"),
+            precious=("cells",),
+            finished=lambda: all(self.paths.cell(c).exists() for c in cells),
+        )
+
+    def cells(self, run: int) -> list[Cell]:
+        return [
+            Cell(run, k, m, s)
+            for k, m, s in product(self.cfg.snapshots, self.cfg.learners, self.cfg.seeds)
+        ]
+
+    def _load(self) -> dict[int, BufferFile]:
+        """Every run's buffer, checked to be of one task and to hold the studied snapshots."""
+        loaded = {run: read_buffer(path) for run, path in self.buffers.items()}
+        tasks = {b.metadata.task_id for b in loaded.values()}
+        if len(tasks) > 1:
+            raise TomreproError(f"the runs of one study are of one task (got {sorted(tasks)})")
+        for buffer in loaded.values():
+            for k in self.cfg.snapshots:
+                buffer.snapshot_step(k)
+        return loaded
 
     def run(self) -> Path:
         """Holds the directory's lock for the whole run (another writer is refused)."""
@@ -159,40 +251,44 @@ class OfflineStudy:
             return self._run()
 
     def _run(self) -> Path:
-        loaded = read_buffer(self.buffer_path)
-        if self._prepare(loaded):
+        loaded = self._load()
+        control = {"overwrite": self.overwrite, "rerun_complete": self.rerun_complete}
+        if self.directory.prepare(**control) is Start.DONE:
             log.info("offline-study: %s is complete; nothing to do", self.dataset_path)
             return self.dataset_path
-        cells = [
-            Cell(k, m, s)
-            for k, m, s in product(self.cfg.snapshots, self.cfg.learners, self.cfg.seeds)
-        ]
-        todo = [c for c in cells if not (self.out / "cells" / f"{c.name}.json").exists()]
+        todo: list[Cell] = []
+        for run in loaded:
+            self.run_directory(run).prepare(**control)
+            for name in ("cells", "eval"):
+                (self.paths.run(run) / name).mkdir(exist_ok=True)
+            todo += [c for c in self.cells(run) if not self.paths.cell(c).exists()]
+        total = len(loaded) * len(self.cells(next(iter(loaded))))
         bar = tqdm(
-            total=len(cells),
-            initial=len(cells) - len(todo),
+            total=total,
+            initial=total - len(todo),
             unit="cell",
             desc="offline study",
             disable=not self.progress,
         )
         for cell in todo:
-            bar.set_postfix_str(cell.name)
-            result = self._run_cell(loaded, cell)
-            with atomic_path(self.out / "cells" / f"{cell.name}.json") as tmp:
+            bar.set_postfix_str(f"run {cell.run} {cell.name}")
+            result = self._run_cell(loaded[cell.run], cell)
+            with atomic_path(self.paths.cell(cell)) as tmp:
                 tmp.write_text(json.dumps(result, indent=1))
             bar.update(1)
         bar.close()
-        return self._assemble(loaded, cells)
+        return self._assemble(loaded)
 
     # --- one cell ------------------------------------------------------------------------------
 
-    def _eval_episodes(self, loaded: BufferFile, snapshot: int) -> dict[str, np.ndarray]:
-        """Fresh episodes of pi_k in the real env (stochastic, as it acted), cached per snapshot."""
-        path = self.out / "eval" / f"snapshot_{snapshot}.h5"
+    def _eval_episodes(self, loaded: BufferFile, run: int, snapshot: int) -> dict[str, np.ndarray]:
+        """Fresh episodes of pi_k in the real env (stochastic, as it acted), seeded from the run's
+        seed and cached per (run, snapshot)."""
+        path = self.paths.eval_episodes(run, snapshot)
         if not path.exists():
             task = get_task(loaded.metadata.task_id)
-            policy = SnapshotPolicy(read_snapshot(self.buffer_path, snapshot).tensors)
-            seed = derive_seed(self.profile.seed, "offline/eval", snapshot)
+            policy = SnapshotPolicy(read_snapshot(loaded.path, snapshot).tensors)
+            seed = derive_seed(run, "offline/eval", snapshot)
             noise = StepNoise(derive_seed(seed, "exploration"), task.act_dim, "normal")
             episodes = rollout(
                 task,
@@ -202,29 +298,24 @@ class OfflineStudy:
                 policy_version=snapshot,
                 episodes=self.cfg.eval_episodes,
             )
-            write_buffer(
-                path,
-                episodes,
-                BufferMetadata(
-                    task.task_id, seed, {"stage": "offline_study_eval", "snapshot": snapshot}
-                ),
-            )
+            provenance = {"stage": "offline_study_eval", "run": run, "snapshot": snapshot}
+            write_buffer(path, episodes, BufferMetadata(task.task_id, seed, provenance))
         return read_buffer(path).buffer.columns()
 
-    def _plan(self, cols: dict[str, np.ndarray], cell: Cell) -> LearnerPlan:
+    def _plan(self, loaded: BufferFile, cols: dict[str, np.ndarray], cell: Cell) -> LearnerPlan:
         """The cell's learner, built fresh, planning for snapshot pi_k on the prefix."""
         actor = SquashedGaussianActor.from_tensors(
-            read_snapshot(self.buffer_path, cell.snapshot).tensors
+            read_snapshot(loaded.path, cell.snapshot).tensors
         )
         return plan_for_snapshot(
-            cell.learner, self.profile, cols, actor, cell.snapshot, cell.seed, self.device
+            cell.learner, self.profile, cols, actor, cell.snapshot, cell.fit_seed, self.device
         )
 
     def _run_cell(self, loaded: BufferFile, cell: Cell) -> dict[str, Any]:
         start = time.perf_counter()
         prefix = loaded.buffer.prefix(loaded.snapshot_steps[cell.snapshot])
         cols = prefix.columns()
-        plan = self._plan(cols, cell)
+        plan = self._plan(loaded, cols, cell)
         weights = plan.weights_or_uniform(len(cols["rewards"]))
         keep = (
             "seconds",
@@ -244,12 +335,12 @@ class OfflineStudy:
             model,
             cols,
             weights,
-            torch.Generator().manual_seed(derive_seed(cell.seed, "model_fit")),
+            torch.Generator().manual_seed(derive_seed(cell.fit_seed, "model_fit")),
             self.device,
             clip_weights=plan.clip_weights,
         )
-        episodes = self._eval_episodes(loaded, cell.snapshot)
-        scale = error_scale(episodes)  # one scale per snapshot: methods compared in equal units
+        episodes = self._eval_episodes(loaded, cell.run, cell.snapshot)
+        scale = error_scale(episodes)  # one scale per (run, snapshot): learners in equal units
         on_policy = evaluate_model(
             model,
             episodes,
@@ -261,9 +352,11 @@ class OfflineStudy:
         on_buffer = evaluate_model(model, cols, np.ones(len(prefix)), 1, self.device, scale)
         recency = recency_statistics(weights, cols["env_steps"], self.cfg.age_bins)
         return {
+            "run": cell.run,
             "snapshot": cell.snapshot,
             "learner": cell.learner,
             "seed": cell.seed,
+            "fit_seed": cell.fit_seed,
             "env_step": loaded.snapshot_steps[cell.snapshot],
             "rows": len(prefix),
             "eval_start_states": int((episodes["episode_steps"] == 0).sum()),
@@ -282,18 +375,23 @@ class OfflineStudy:
 
     # --- outputs -------------------------------------------------------------------------------
 
-    def _assemble(self, loaded: BufferFile, cells: list[Cell]) -> Path:
+    def _assemble(self, loaded: dict[int, BufferFile]) -> Path:
         results = {
-            c: json.loads((self.out / "cells" / f"{c.name}.json").read_text()) for c in cells
+            c: json.loads(self.paths.cell(c).read_text()) for run in loaded for c in self.cells(run)
         }
-        ds, timings = study_datasets(results, self.cfg, loaded.snapshot_steps)
+        steps = {run: b.snapshot_steps for run, b in loaded.items()}
+        ds, timings = study_datasets(results, self.cfg, steps)
+        first = next(iter(loaded.values()))
         ds.attrs.update(
             {
-                "buffer": str(self.buffer_path),
-                "buffer_digest": content_digest(self.buffer_path),
-                "task_id": loaded.metadata.task_id,
+                "buffers": json.dumps({str(r): str(b.path) for r, b in loaded.items()}),
+                "buffer_digests": json.dumps({str(r): d for r, d in self.digests.items()}),
+                "task_id": first.metadata.task_id,
                 "config": json.dumps(self.config, sort_keys=True),
-                "versions": json.dumps(dict(loaded.metadata.versions), sort_keys=True),
+                "versions": json.dumps(
+                    {str(r): dict(b.metadata.versions) for r, b in loaded.items()}, sort_keys=True
+                ),
+                "run": "the seed of an independent collect run (the unit of claims C1, C2)",
                 "age_bin_order": "0 = oldest transitions of the prefix, last = newest",
                 "errors": "squared errors in units of the evaluated data's per-dimension std",
             }
@@ -317,29 +415,32 @@ class OfflineStudy:
 def study_datasets(
     results: dict[Cell, dict[str, Any]],
     cfg: OfflineStudyConfig,
-    snapshot_steps: Mapping[int, int],
+    snapshot_steps: Mapping[int, Mapping[int, int]],
 ) -> tuple[Any, Any]:
-    """The cells' results as the study dataset (learner x snapshot x seed [x horizon, age_bin])
-    and, apart, their wall times (so that the dataset is deterministic)."""
+    """The cells' results as the study dataset (run x learner x snapshot x seed [x horizon,
+    age_bin]; `snapshot_steps`: run seed -> snapshot -> env step) and, apart, their wall times
+    (so that the dataset is deterministic)."""
     import xarray as xr
 
+    runs = list(snapshot_steps)
     # The dimension is `learner`, not `method`: xarray's `.sel(method=...)` means another thing.
-    dims = ("learner", "snapshot", "seed")
-    shape = (len(cfg.learners), len(cfg.snapshots), len(cfg.seeds))
+    dims = ("run", "learner", "snapshot", "seed")
+    shape = (len(runs), len(cfg.learners), len(cfg.snapshots), len(cfg.seeds))
 
     def grid(get, extra: int | None = None) -> np.ndarray:
         out = np.full(shape + ((extra,) if extra else ()), np.nan)
         for c, r in results.items():
-            i, j, s = (
+            at = (
+                runs.index(c.run),
                 cfg.learners.index(c.learner),
                 cfg.snapshots.index(c.snapshot),
                 cfg.seeds.index(c.seed),
             )
             value = np.asarray(get(r), dtype=np.float64)
             if extra:
-                out[i, j, s, : len(value)] = value
+                out[(*at, slice(0, len(value)))] = value
             else:
-                out[i, j, s] = value
+                out[at] = value
         return out
 
     data_vars: dict[str, tuple[tuple[str, ...], np.ndarray]] = {
@@ -363,15 +464,17 @@ def study_datasets(
         "eval_start_states",
     ):
         data_vars[name] = (dims, grid(lambda r, n=name: r[n]))
+    env_steps = [[snapshot_steps[run][k] for k in cfg.snapshots] for run in runs]
     ds = xr.Dataset(
         data_vars,
         coords={
+            "run": runs,
             "learner": list(cfg.learners),
             "snapshot": list(cfg.snapshots),
             "seed": list(cfg.seeds),
             "horizon": np.arange(1, cfg.horizon + 1),
             "age_bin": np.arange(cfg.age_bins),
-            "env_step": ("snapshot", [snapshot_steps[k] for k in cfg.snapshots]),
+            "env_step": (("run", "snapshot"), np.asarray(env_steps, dtype=np.int64)),
         },
     )
     timings = xr.Dataset(
@@ -382,12 +485,13 @@ def study_datasets(
 
 
 def _metrics(ds: Any) -> dict[str, Any]:
-    """Per snapshot and learner: mean and std over seeds of the headline numbers (for DVC)."""
+    """Per snapshot and learner, the headline numbers (for DVC): each run's mean over its model
+    seeds, then the mean and std over runs (the independent units)."""
     out: dict[str, Any] = {}
     for k in ds.snapshot.values.tolist():
         for m in ds.learner.values.tolist():
             cell = ds.sel(snapshot=k, learner=m)
-            entry = {}
+            entry: dict[str, Any] = {"runs": int(ds.sizes["run"])}
             for name in (
                 "on_policy_state_mse",
                 "buffer_state_mse",
@@ -395,11 +499,11 @@ def _metrics(ds: Any) -> dict[str, Any]:
                 "spearman_recency",
                 "ess_share",
             ):
-                values = cell[name].values
-                values = values[np.isfinite(values)]  # Spearman is undefined for MLE's weights
+                per_run = cell[name].mean("seed", skipna=True).values
+                per_run = per_run[np.isfinite(per_run)]  # Spearman is undefined for MLE's weights
                 entry[name] = (
-                    {"mean": float(values.mean()), "std": float(values.std())}
-                    if len(values)
+                    {"mean": float(per_run.mean()), "std_over_runs": float(per_run.std())}
+                    if len(per_run)
                     else None
                 )
             out[f"snapshot_{k}/{m}"] = entry

@@ -192,7 +192,11 @@ def _metadata_rows(profile: ProfileConfig, root: Path) -> list[tuple[str, str]]:
     rows = [
         ("profile", profile.name),
         ("master seed", str(profile.seed)),
-        ("collect", f"{profile.collect.task}, {profile.collect.env_steps} env steps"),
+        (
+            "collect",
+            f"{profile.collect.task}, {profile.collect.env_steps} env steps, "
+            f"{len(profile.collect.seeds)} runs (seeds {list(profile.collect.seeds)})",
+        ),
     ]
     if profile.offline_study is not None:
         s = profile.offline_study

@@ -2,6 +2,8 @@
 
 A figure function returns None when its data are absent, so the report shows what was measured
 and says what was not. Bootstrap bands use a fixed seed: the same data give the same picture.
+Offline-study figures average the model seeds inside each collect run first, so their bands are
+over runs, the independent units.
 """
 
 from __future__ import annotations
@@ -43,13 +45,18 @@ def _order(values) -> list[str]:
     return [m for m in order if m in present] + [m for m in present if m not in order]
 
 
+def _per_run(da) -> pd.DataFrame:
+    """An offline-study variable averaged over the model seeds of each run, as a tidy table."""
+    return da.mean("seed").to_dataframe().reset_index()
+
+
 def weights_by_age(data: AnalysisData, *_: object) -> plt.Figure | None:
     if data.offline is None:
         return None
     weighted = [m for m in _order(data.offline.learner.values) if m != "mle"]
     if not weighted:
         return None
-    df = data.offline.weight_by_age.sel(learner=weighted).to_dataframe().reset_index()
+    df = _per_run(data.offline.weight_by_age.sel(learner=weighted))
     grid = sns.relplot(
         df,
         kind="line",
@@ -76,7 +83,7 @@ def model_error(data: AnalysisData, *_: object) -> plt.Figure | None:
         return None
     parts = []
     for where in ("on_policy", "buffer"):
-        df = data.offline[f"{where}_state_mse"].to_dataframe(name="state_mse").reset_index()
+        df = _per_run(data.offline[f"{where}_state_mse"].rename("state_mse"))
         df["evaluated on"] = "on-policy rollouts" if where == "on_policy" else "buffer prefix"
         parts.append(df)
     df = pd.concat(parts, ignore_index=True)
@@ -103,7 +110,7 @@ def model_error(data: AnalysisData, *_: object) -> plt.Figure | None:
 def open_loop_error(data: AnalysisData, *_: object) -> plt.Figure | None:
     if data.offline is None:
         return None
-    df = data.offline.open_loop_state_mse.to_dataframe().reset_index()
+    df = _per_run(data.offline.open_loop_state_mse)
     grid = sns.relplot(
         df,
         kind="line",
@@ -264,21 +271,21 @@ FIGURES = (
     FigureSpec(
         "c1_weights_by_age",
         "C1",
-        "Mean weight by transition age per snapshot "
-        "(95% bootstrap band over seeds); 1 = MLE's uniform weight.",
+        "Mean weight by transition age per snapshot (95% bootstrap band over collect runs, "
+        "model seeds averaged within each run); 1 = MLE's uniform weight.",
         weights_by_age,
     ),
     FigureSpec(
         "c2_model_error",
         "C2",
-        "One-step state error of each learner's model on fresh "
-        "on-policy rollouts of the snapshot policy and on the buffer prefix.",
+        "One-step state error of each learner's model on fresh on-policy rollouts of the "
+        "snapshot policy and on the buffer prefix (95% bootstrap band over collect runs).",
         model_error,
     ),
     FigureSpec(
         "c2_open_loop",
         "C2",
-        "Open-loop state error along on-policy paths by horizon.",
+        "Open-loop state error along on-policy paths by horizon (band over collect runs).",
         open_loop_error,
     ),
     FigureSpec(
