@@ -666,11 +666,7 @@ def run_finite_checks(cfg: FiniteMDPConfig, out: Path | None = None) -> list[str
     lines.append(f"C6: state-aggregated model fits on N = {cfg.estimator_samples} samples of d^R")
     lines += model_fit_summary(model_fit)
     lines += [f"  estimated weights, {cfg.estimator_mdps} MDPs:"]
-    lines += [
-        "  " + line
-        for line in model_fit_summary(model_fit_estimated)
-        if "estimated" in line
-    ]
+    lines += ["  " + line for line in model_fit_summary(model_fit_estimated) if "estimated" in line]
     if out is not None:
         settings = cfg.model_dump(mode="json")
         results = finite_results(recovery, bound, cfg.seed, estimator, convergence, settings)
