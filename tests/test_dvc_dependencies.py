@@ -270,7 +270,10 @@ def test_headline_holds_verdicts_wall_time_and_final_returns(tmp_path, run_cli):
     for cell in finals.values():
         assert set(cell) == {"mle", "tom"}
         assert all(abs(v - 1000) < 30 for v in cell.values())
-    assert _leaves(headline) == 2 * len(claims) + 2 + 4  # each leaf is a dvc exp show column
+    # each leaf is a dvc exp show column: per row verdict and estimate, total wall time and its
+    # stages, the SAC-update time, and 4 final returns
+    assert _leaves(headline) == 2 * len(claims) + 2 + 1 + 4
+    assert headline["sac_update_ms"] > 0
 
 
 def _leaves(value) -> int:

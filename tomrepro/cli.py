@@ -457,7 +457,7 @@ def offline_study_command(
 @click.option("--seed", type=click.IntRange(min=0), default=None, help="Override finite_mdp.seed.")
 @click.option("--out", type=click.Path(path_type=Path), default=None, help="Also write JSON.")
 def finite_mdp_command(profile: str, mdps: int | None, seed: int | None, out: Path | None) -> None:
-    """Claims C5 (exact ratio recovery) and C6 (lower bound) on random finite MDPs."""
+    """Claims C5 (the estimator vs the exact ratio) and C6 (weighted model fits) on finite MDPs."""
     from tomrepro.analysis.finite_claims import run_finite_checks
     from tomrepro.core.config import load_profile
 
