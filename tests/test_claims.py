@@ -382,3 +382,29 @@ def test_analyse_refuses_bad_inputs_with_one_line(tmp_path, run_cli):
     (data / "mbpo_scratch_curves.csv").write_text("a,b\n1,2\n")
     code, _, err = run_cli("analyse", "--profile", "smoke", "--data", str(data))
     assert code == 2 and "missing columns" in err
+
+
+def test_c3_compares_tom_with_pmac_when_pmac_ran(tmp_path):
+    table = curves_table(0.4, seeds=10, seed=3)
+    pmac = curves_table(0.0, seeds=10, seed=4)
+    pmac = pmac[pmac.learner == "mle"].assign(learner="pmac")
+    path = tmp_path / "curves.csv"
+    pd.concat([table, pmac]).to_csv(path, index=False)
+    curves = datasets.curves_dataset(path, "scratch")
+    rows = judge().speeds_up_learning(curves, "InvertedPendulum-v5", -1, "primary")
+    versus = [r for r in rows if r.scope.endswith("TOM vs PMAC")]
+    assert len(versus) == 1 and versus[0].role == "comparison"
+    assert versus[0].verdict == "reproduced" and "area_pmac" in versus[0].evidence
+    without = judge().speeds_up_learning(
+        datasets.curves_dataset(_write(tmp_path, table), "scratch"),
+        "InvertedPendulum-v5",
+        -1,
+        "primary",
+    )
+    assert not any(r.scope.endswith("TOM vs PMAC") for r in without)
+
+
+def _write(tmp_path, table: pd.DataFrame):
+    path = tmp_path / "tom_mle.csv"
+    table.to_csv(path, index=False)
+    return path

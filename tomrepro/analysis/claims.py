@@ -169,55 +169,69 @@ class ClaimJudge:
 
     # --- C3, C4: MBPO curves -------------------------------------------------------------------
 
-    def _paired(self, curves: xr.Dataset, task: str, snapshot: int) -> dict[str, xr.DataArray]:
-        """TOM's and MLE's runs (seed x env_step) on the seeds both ran, on the common grid of
-        evaluations every one of those runs reached."""
-        if not {"tom", "mle"} <= {str(x) for x in curves.learner.values}:
+    def _paired(
+        self, curves: xr.Dataset, task: str, snapshot: int, base: str = "mle"
+    ) -> dict[str, xr.DataArray]:
+        """TOM's and `base`'s runs (seed x env_step) on the seeds both ran, on the common grid
+        of evaluations every one of those runs reached; keyed "mle" (the base) and "tom"."""
+        if not {"tom", base} <= {str(x) for x in curves.learner.values}:
             return {}
-        da = curves.return_mean.sel(task=task, snapshot=snapshot, learner=["mle", "tom"])
+        da = curves.return_mean.sel(task=task, snapshot=snapshot, learner=[base, "tom"])
         seeds = da.notnull().any("env_step").all("learner")
         da = da.sel(seed=seeds.values)
         grid = da.notnull().all(("learner", "seed"))
         da = da.sel(env_step=grid.values)
         return {
-            m: da.sel(learner=m, drop=True).transpose("seed", "env_step") for m in ("mle", "tom")
+            key: da.sel(learner=m, drop=True).transpose("seed", "env_step")
+            for key, m in (("mle", base), ("tom", "tom"))
         }
 
     def speeds_up_learning(
         self, curves: xr.Dataset, task: str, snapshot: int, role: Role
     ) -> list[ClaimResult]:
         scope = scope_name(task, snapshot)
-        measure = "gain in area under (return - first evaluation), share of MLE's mean area"
+        rows = [self._area_row(curves, task, snapshot, "mle", scope, role)]
         runs = self._paired(curves, task, snapshot)
-        if not runs or runs["mle"].sizes["seed"] == 0 or runs["mle"].sizes["env_step"] < 2:
-            return [lacking("C3", scope, role, measure, "no paired TOM and MLE runs")]
-        areas = {m: _normalised_area(r) for m, r in runs.items()}
-        mle_mean = float(areas["mle"].mean())
-        rows = []
-        if mle_mean <= 0:
-            rows.append(lacking("C3", scope, role, measure, "MLE's mean area is not above 0"))
-        else:
-            effects = (areas["tom"] - areas["mle"]) / mle_mean
-            decision = self._decide(effects, self.cfg.sesoi_area, self.cfg.min_online_seeds)
-            evidence = {
-                "evaluations_on_grid": int(runs["mle"].sizes["env_step"]),
-                "area_mle": areas["mle"].tolist(),
-                "area_tom": areas["tom"].tolist(),
-                "pairing_correlation": _correlation(areas["mle"], areas["tom"]),
-            }
-            rule = (
-                "area = mean over the common evaluation grid of (return - the run's first "
-                "evaluation) (trapezoid); effect = (TOM area - MLE area) / MLE's mean area, per "
-                f"seed; SESOI {self.cfg.sesoi_area:g}; "
-                + self._verdict_words("paired seeds", self.cfg.min_online_seeds)
-            )
-            rows.append(make_row("C3", scope, role, measure, rule, decision, evidence))
         threshold = self.cfg.return_thresholds.get(task)
-        if threshold is not None:
-            rows.append(self._stepsmake_row(runs, scope, threshold))
+        if runs and runs["mle"].sizes["env_step"] >= 2 and threshold is not None:
+            rows.append(self._steps_row(runs, scope, threshold))
+        if "pmac" in {str(x) for x in curves.learner.values}:
+            rows.append(
+                self._area_row(
+                    curves, task, snapshot, "pmac", f"{scope}, TOM vs PMAC", "comparison"
+                )
+            )
         return rows
 
-    def _stepsmake_row(self, runs: dict[str, xr.DataArray], scope: str, threshold: float):
+    def _area_row(
+        self, curves: xr.Dataset, task: str, snapshot: int, base: str, scope: str, role: Role
+    ) -> ClaimResult:
+        name = base.upper()
+        measure = f"gain in area under (return - first evaluation), share of {name}'s mean area"
+        runs = self._paired(curves, task, snapshot, base)
+        if not runs or runs["mle"].sizes["seed"] == 0 or runs["mle"].sizes["env_step"] < 2:
+            return lacking("C3", scope, role, measure, f"no paired TOM and {name} runs")
+        areas = {m: _normalised_area(r) for m, r in runs.items()}
+        base_mean = float(areas["mle"].mean())
+        if base_mean <= 0:
+            return lacking("C3", scope, role, measure, f"{name}'s mean area is not above 0")
+        effects = (areas["tom"] - areas["mle"]) / base_mean
+        decision = self._decide(effects, self.cfg.sesoi_area, self.cfg.min_online_seeds)
+        evidence = {
+            "evaluations_on_grid": int(runs["mle"].sizes["env_step"]),
+            f"area_{base}": areas["mle"].tolist(),
+            "area_tom": areas["tom"].tolist(),
+            "pairing_correlation": _correlation(areas["mle"], areas["tom"]),
+        }
+        rule = (
+            "area = mean over the common evaluation grid of (return - the run's first "
+            f"evaluation) (trapezoid); effect = (TOM area - {name} area) / {name}'s mean area, "
+            f"per seed; SESOI {self.cfg.sesoi_area:g}; "
+            + self._verdict_words("paired seeds", self.cfg.min_online_seeds)
+        )
+        return make_row("C3", scope, role, measure, rule, decision, evidence)
+
+    def _steps_row(self, runs: dict[str, xr.DataArray], scope: str, threshold: float):
         measure = f"relative saving of env steps to reach and stay above {threshold:g}"
         evaluations = runs["mle"].sizes["env_step"]
         if evaluations < self.cfg.min_threshold_evaluations:
