@@ -52,19 +52,20 @@ def _collect(out, *extra):
 
 
 def test_a_second_writer_is_refused_and_a_killed_holder_is_taken_over(tmp_path):
-    out = tmp_path / "run"
-    first = subprocess.Popen(_collect(out), cwd=REPO_ROOT, stderr=subprocess.DEVNULL)
+    root = tmp_path / "run"
+    out = root / "seed_0"  # collect locks each run's directory; smoke's first run is seed 0
+    first = subprocess.Popen(_collect(root), cwd=REPO_ROOT, stderr=subprocess.DEVNULL)
     deadline = time.monotonic() + 60
     while not (out / LOCK).exists():
         assert first.poll() is None and time.monotonic() < deadline
         time.sleep(0.02)
-    second = subprocess.run(_collect(out), cwd=REPO_ROOT, capture_output=True, text=True)
+    second = subprocess.run(_collect(root), cwd=REPO_ROOT, capture_output=True, text=True)
     assert second.returncode == 2 and second.stderr.count("\n") == 1, second.stderr
     assert f"in use by pid {first.pid} on host {socket.gethostname()}" in second.stderr
     first.send_signal(signal.SIGKILL)
     first.wait()
     assert (out / LOCK).exists()  # a killed holder cannot clean up
-    third = subprocess.run(_collect(out), cwd=REPO_ROOT, capture_output=True, text=True)
+    third = subprocess.run(_collect(root), cwd=REPO_ROOT, capture_output=True, text=True)
     assert third.returncode == 0, third.stderr
     assert not (out / LOCK).exists()
 
