@@ -16,9 +16,9 @@ import os
 import resource
 import shutil
 import zlib
-from collections.abc import Callable, Iterable, Iterator, Mapping
-from concurrent.futures import Future, ThreadPoolExecutor
-from contextlib import ExitStack, contextmanager
+from collections.abc import Iterable, Iterator, Mapping
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from importlib import metadata
 from itertools import pairwise
@@ -50,10 +50,6 @@ SCHEMA_VERSION = 2
 # Version 1 files (no checksums) stay readable and are reported as unverified.
 READABLE_VERSIONS = (1, 2)
 CHECKSUM_ATTR = "crc32"
-# Columns are read in pieces of this size so that checksums follow the reads closely.
-READ_BLOCK = 4 << 20
-BlockCallback = Callable[[np.ndarray, int, int], None]
-CHECK_THREADS = 2  # checking threads beside the reading one: two cores kept busy
 WRITE_OVERHEAD_BYTES = 1 << 20  # HDF5 metadata, attributes, chunk index: generous
 SNAPSHOT_GROUP = "policy_snapshots"
 CHUNK_BYTES = 1 << 20
@@ -238,31 +234,6 @@ def _verify(expected: int, data: np.ndarray, what: str) -> None:
         raise BufferFormatError(f"{what} fails its checksum (the file was altered or damaged)")
 
 
-class _StreamedChecksum:
-    """CRC-32 of a column computed block by block as the reader reads it, so the checksum of
-    the last column does not trail the reads and blocks are checked while still in cache.
-    `feed` (reader thread) queues each block on the single worker thread, which runs them in
-    order; a block that does not follow the previous one (an unusual chunk layout) leaves the
-    whole column to be checksummed by `verify`."""
-
-    def __init__(self, pool: ThreadPoolExecutor, pending: list[Future[None]]) -> None:
-        self.pool, self.pending, self.done, self.value = pool, pending, 0, 0
-
-    def feed(self, out: np.ndarray, start: int, stop: int) -> None:
-        self.pending.append(self.pool.submit(self._update, out, start, stop))
-
-    def _update(self, out: np.ndarray, start: int, stop: int) -> None:
-        if start == self.done:
-            self.value = zlib.crc32(out.reshape(-1).view(np.uint8)[start:stop].data, self.value)
-            self.done = stop
-
-    def verify(self, expected: int, out: np.ndarray, what: str) -> None:
-        if self.done != out.nbytes:
-            _verify(expected, out, what)
-        elif self.value != expected:
-            raise BufferFormatError(f"{what} fails its checksum (the file was altered or damaged)")
-
-
 def _write_snapshot(group: h5py.Group, snap: PolicySnapshot) -> None:
     g = group.create_group(f"{snap.version:06d}", track_order=True)
     g.attrs["version"] = int(snap.version)
@@ -434,35 +405,24 @@ def read_buffer(
 
 
 def _read_and_scan_columns(f: h5py.File, path: Path, verify: bool) -> dict[str, np.ndarray]:
-    """Read every column while worker threads check the columns already read.
+    """Read every column while a worker thread checks the columns already read.
 
     The small provenance columns are read first so that their order checks, then the checksums
-    and NaN/inf scans of the float columns, run while the bulk is still being read; checksums
-    follow the reads block by block (`_StreamedChecksum`). Each column's checks go to the
-    worker with the fewest bytes queued (a column's blocks must stay on one worker, in order).
-    Reads (`preadv`), CRC-32 and numpy scans all release the GIL, so on two cores the checks
-    cost little wall time.
+    and NaN/inf scans of the float columns, run while the bulk is still being read. Reads
+    (`preadv`), CRC-32 and numpy scans all release the GIL, so on two cores the checks cost
+    little wall time.
     """
     fd = os.open(path, os.O_RDONLY)
     try:
-        with ExitStack() as stack:
-            pools = [
-                stack.enter_context(ThreadPoolExecutor(max_workers=1)) for _ in range(CHECK_THREADS)
-            ]
-            queued = [0] * len(pools)
+        with ThreadPoolExecutor(max_workers=1) as pool:
             columns: dict[str, np.ndarray] = {}
-            checks: list[Future[None]] = []
+            checks = []
             for name in (*PROVENANCE_COLUMNS, *FLOAT_COLUMNS):
-                i = queued.index(min(queued))
-                pool = pools[i]
-                ds = f.get(name)
-                queued[i] += ds.nbytes if isinstance(ds, h5py.Dataset) else 0
-                stream = _StreamedChecksum(pool, checks) if verify else None
-                columns[name] = _read_column(f, fd, path, name, stream.feed if stream else None)
-                if stream is not None:
+                columns[name] = _read_column(f, fd, path, name)
+                if verify:
                     what = f"column {name!r}"
                     stored = _stored_checksum(f[name], f"{path}: {what}")
-                    checks.append(pool.submit(stream.verify, stored, columns[name], what))
+                    checks.append(pool.submit(_verify, stored, columns[name], what))
                 if name in FLOAT_COLUMNS:
                     checks.append(pool.submit(check_finite, name, columns[name]))
                 elif name == PROVENANCE_COLUMNS[-1]:
@@ -478,11 +438,7 @@ def _read_and_scan_columns(f: h5py.File, path: Path, verify: bool) -> dict[str, 
     return columns
 
 
-def _read_column(
-    f: h5py.File, fd: int, path: Path, name: str, on_block: BlockCallback | None = None
-) -> np.ndarray:
-    """One column; `on_block(out, start, stop)` is told of each byte range of `out` as it lands
-    (only on the direct read path: a column read through h5py reports nothing)."""
+def _read_column(f: h5py.File, fd: int, path: Path, name: str) -> np.ndarray:
     ds = f.get(name)
     if not isinstance(ds, h5py.Dataset):
         raise BufferFormatError(f"{path}: missing column {name!r}")
@@ -497,7 +453,7 @@ def _read_column(
     if not out.size:
         return out
     try:
-        if not _read_raw_chunks(ds, fd, out, on_block):
+        if not _read_raw_chunks(ds, fd, out):
             ds.read_direct(out)
     except (OSError, ValueError, TypeError) as exc:
         raise BufferFormatError(
@@ -506,9 +462,7 @@ def _read_column(
     return out
 
 
-def _read_raw_chunks(
-    ds: h5py.Dataset, fd: int, out: np.ndarray, on_block: BlockCallback | None = None
-) -> bool:
+def _read_raw_chunks(ds: h5py.Dataset, fd: int, out: np.ndarray) -> bool:
     """Read an unfiltered, row-chunked column with `preadv` straight into `out`.
 
     HDF5's chunk machinery halves read throughput for plain data; the file offsets of raw chunks
@@ -534,23 +488,11 @@ def _read_raw_chunks(
     for info in infos:
         mem = info.chunk_offset[0] * row_bytes
         if mem != run_mem + run_len or info.byte_offset != run_file + run_len:
-            _pread_blocks(fd, out, run_mem, run_len, run_file, on_block)
+            _pread_exact(fd, flat[run_mem : run_mem + run_len], run_file)
             run_mem, run_file, run_len = mem, info.byte_offset, 0
         run_len += min(info.size, flat.nbytes - mem)
-    _pread_blocks(fd, out, run_mem, run_len, run_file, on_block)
+    _pread_exact(fd, flat[run_mem : run_mem + run_len], run_file)
     return True
-
-
-def _pread_blocks(
-    fd: int, out: np.ndarray, start: int, size: int, offset: int, on_block: BlockCallback | None
-) -> None:
-    """Bytes [start, start + size) of `out` from file offset `offset`, in READ_BLOCK pieces."""
-    flat = out.reshape(-1).view(np.uint8)
-    for lo in range(start, start + size, READ_BLOCK):
-        hi = min(lo + READ_BLOCK, start + size)
-        _pread_exact(fd, flat[lo:hi], offset + lo - start)
-        if on_block is not None:
-            on_block(out, lo, hi)
 
 
 def _pread_exact(fd: int, dest: np.ndarray, offset: int) -> None:
