@@ -116,7 +116,7 @@ class ClaimJudge:
         """Per collect run: mean over its cells of log(base error / learner error)."""
         mine, other = offline[variable].sel(learner=learner), offline[variable].sel(learner=base)
         keep = (mine > 0) & (other > 0)
-        return self._per_run((np.log(other) - np.log(mine)).where(keep))
+        return self._per_run((np.log(other) - np.log(mine)).where(keep))  # type: ignore[attr-defined]
 
     def accurate_on_policy(self, offline: xr.Dataset | None) -> list[ClaimResult]:
         scope = "offline study"
@@ -134,7 +134,8 @@ class ClaimJudge:
         last = offline.assign(open_loop_last=offline.open_loop_state_mse.isel(horizon=-1))
         horizon = int(offline.horizon.values[-1])
         rows = []
-        for base, role in (("mle", "primary"), ("pmac", "comparison")):
+        pairs: tuple[tuple[str, Role], ...] = (("mle", "primary"), ("pmac", "comparison"))
+        for base, role in pairs:
             if base not in learners:
                 continue
             effects = self._error_effects(offline, "on_policy_state_mse", "tom", base)

@@ -16,6 +16,7 @@ import xarray as xr
 
 from tomrepro.analysis.claim_rows import (
     ClaimResult,
+    Role,
     lacking,
     make_row,
     ratio_display,
@@ -117,7 +118,7 @@ def _recovery_evidence(finite: xr.Dataset, reward: str, divergence: str) -> dict
 
 def _log_ratio(errors: xr.DataArray, base: str, other: str) -> np.ndarray:
     """Per MDP: log(base fit's error / other fit's error), > 0 where `other` is nearer the truth."""
-    dim = next(d for d in errors.dims if d.startswith("weights"))
+    dim = next(str(d) for d in errors.dims if str(d).startswith("weights"))
     return np.log(errors.sel({dim: base}).values) - np.log(errors.sel({dim: other}).values)
 
 
@@ -138,10 +139,11 @@ def model_fit_rows(judge: ClaimJudge, finite: xr.Dataset | None) -> list[ClaimRe
         + judge._verdict_words("random finite MDPs", minimum)
     )
     measure = "relative reduction of the model's return error, 1 - TOM fit / MLE fit"
-    for suffix, name, role in (
+    fits: tuple[tuple[str, str, Role], ...] = (
         ("", "exact", "primary"),
         ("_estimated", "estimated", "secondary"),
-    ):
+    )
+    for suffix, name, role in fits:
         variable = f"model_return_error{suffix}"
         if variable not in finite:
             continue

@@ -59,7 +59,7 @@ def _estimate_text(r: ClaimResult, confidence: float) -> str:
 
 def _verdict_text(r: ClaimResult) -> str:
     """The verdict with what qualifies it: underpowered, power and units needed, a note."""
-    parts = [r.verdict]
+    parts: list[str] = [r.verdict]
     if r.underpowered:
         parts.append("underpowered")
     if r.verdict in ("inconclusive", "indicative") and r.power is not None:
