@@ -5,11 +5,12 @@ from __future__ import annotations
 import json
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, get_args
 
 from tomrepro.analysis import datasets
 from tomrepro.analysis.analyse import HEADLINE, load_claims
 from tomrepro.analysis.claim_rows import STATEMENTS, ClaimResult
+from tomrepro.analysis.statistics import Verdict
 from tomrepro.core.atomic import atomic_path, make_parent
 from tomrepro.core.config import ProfileConfig
 from tomrepro.core.deviations import applicable_deviations
@@ -29,15 +30,7 @@ from tomrepro.report.document import (
 from tomrepro.report.figures import FIGURES, draw_all
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
-VERDICT_ORDER = (
-    "reproduced",
-    "not reproduced",
-    "inconclusive",
-    "indicative",
-    "not applicable",
-    "sanity check passed",
-    "sanity check failed",
-)
+VERDICT_ORDER: tuple[str, ...] = get_args(Verdict)
 
 
 def _fmt(x: Any) -> str:
