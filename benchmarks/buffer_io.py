@@ -3,7 +3,7 @@
 Run: `python benchmarks/buffer_io.py [--rows 1000000] [--repeats 5]`. The data is real Hopper-v5
 random-policy experience (a 50k-step rollout tiled with fresh episode ids), so compression sees
 realistic floats. Figures are MB/s of raw column bytes; the ratio to numpy is the headline.
-Reads are timed with the checksums verified (schema 2's CRC-32 per column, the default) and
+Reads are timed with the checksums verified (schema 3's xxh3-64 per column, the default) and
 skipped (`verify=False`), so the table shows what verification costs; issue 18's bar is a
 verified read of the default layout at >= 0.5x `numpy.load`.
 """
@@ -95,13 +95,13 @@ def main() -> None:
             checked = "-" if key == "numpy" else "verified" if verify else "skipped"
             print(f"{_name(key):<18}{checked:>10}{mb / seconds:>12.0f}{np_read / seconds:>10.2f}")
         print(
-            f"CRC-32 of the columns alone (in memory): {mb / t_crc:.0f} MB/s, "
+            f"the digest (xxh3-64) of the columns alone (in memory): {mb / t_crc:.0f} MB/s, "
             f"{t_crc / np_read:.2f}x the time of numpy.load"
         )
     print(
         "* the default layout (chunked, uncompressed). HDF5 reads include the reader's checks "
         "of every row (dtypes, shapes, NaN/inf, provenance order, episode structure); "
-        "'verified' adds the CRC-32 of every column (read_buffer's default)."
+        "'verified' adds the xxh3-64 digest of every column (read_buffer's default)."
     )
 
 

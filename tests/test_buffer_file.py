@@ -12,6 +12,7 @@ import pytest
 
 from tomrepro.core.buffer import COLUMN_NAMES, ReplayBuffer
 from tomrepro.core.buffer_file import (
+    CHECKSUM_ATTR,
     BufferMetadata,
     PolicySnapshot,
     check_actor_tensors,
@@ -79,7 +80,7 @@ def _replace(name: str, make: Callable[[np.ndarray], np.ndarray]) -> Callable[[P
     def fn(f: h5py.File) -> None:
         data = make(f[name][()])
         del f[name]
-        f.create_dataset(name, data=data).attrs["crc32"] = checksum(data)
+        f.create_dataset(name, data=data).attrs[CHECKSUM_ATTR] = checksum(data)
 
     return _edit(fn)
 
@@ -149,7 +150,11 @@ BAD_FILES = {
     ),
     "snapshot without version": (
         _edit(lambda f: f["policy_snapshots/000001"].attrs.__delitem__("version")),
-        "lacks version",
+        "lacks integer version",
+    ),
+    "snapshot env_step retyped to a float": (
+        _edit(lambda f: f["policy_snapshots/000001"].attrs.__setitem__("env_step", 1.5)),
+        "lacks integer version/env_step",
     ),
 }
 
@@ -218,9 +223,9 @@ def test_unwritable_destination_is_a_clear_error(tmp_path, hopper_buffer):
 
 def test_file_is_readable_by_plain_h5py(buffer_file, hopper_buffer):
     with h5py.File(buffer_file, "r") as f:
-        assert f.attrs["schema_version"] == 2
+        assert f.attrs["schema_version"] == 3
         np.testing.assert_array_equal(f["actions"][()], hopper_buffer.columns()["actions"])
-        assert f["actions"].attrs["crc32"] == checksum(hopper_buffer.columns()["actions"])
+        assert f["actions"].attrs["xxh3_64"] == checksum(hopper_buffer.columns()["actions"])
         assert f["observations"].chunks is not None
 
 
@@ -315,8 +320,31 @@ def test_schema_1_files_stay_readable_and_say_they_are_unverified(buffer_file, r
         f.attrs["schema_version"] = 1
         for name in list(f):
             if isinstance(f[name], h5py.Dataset):
-                del f[name].attrs["crc32"]
+                del f[name].attrs[CHECKSUM_ATTR]
     loaded = read_buffer(buffer_file, deep=True)
     assert loaded.metadata.schema_version == 1 and len(loaded.buffer) == 600
     code, out, _ = run_cli("validate", buffer_file)
     assert code == 0 and "unverified" in out
+
+
+def test_schema_2_files_are_verified_with_their_crc32(buffer_file):
+    """Files written before xxh3 digests (schema 3) keep their CRC-32 check."""
+    with h5py.File(buffer_file, "r+") as f:
+        f.attrs["schema_version"] = 2
+        for name in list(f):
+            if isinstance(f[name], h5py.Dataset):
+                ds = f[name]
+                del ds.attrs[CHECKSUM_ATTR]
+                ds.attrs["crc32"] = checksum(ds[()], version=2)
+        for group in f["policy_snapshots"].values():
+            for ds in group.values():
+                del ds.attrs[CHECKSUM_ATTR]
+                ds.attrs["crc32"] = checksum(ds[()], version=2)
+    loaded = read_buffer(buffer_file, deep=True)
+    assert loaded.metadata.schema_version == 2
+    with h5py.File(buffer_file, "r+") as f:
+        data = f["rewards"][()]
+        data[3] += 1.0
+        f["rewards"][...] = data
+    with pytest.raises(BufferFormatError, match="fails its checksum"):
+        read_buffer(buffer_file)
