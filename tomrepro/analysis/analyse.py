@@ -15,10 +15,12 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
+import xarray as xr
 
 from tomrepro.analysis import datasets
-from tomrepro.analysis.claims import ClaimJudge, ClaimResult, _final, scope_name
+from tomrepro.analysis.claims import ClaimJudge, ClaimResult, scope_name
 from tomrepro.analysis.deciding_cost import deciding_cost
 from tomrepro.core.atomic import atomic_path
 from tomrepro.core.config import ProfileConfig
@@ -126,6 +128,16 @@ def headline(
         "sac_update_ms": round(sac_update_ms(), 2),
         "final_return": final_returns(data, profile.analysis.final_evaluations),
     }
+
+
+def _final(runs: xr.DataArray, n: int) -> np.ndarray:
+    """Mean of each seed's own last `n` finite evaluations."""
+    finals = []
+    for row in runs.values:
+        values = row[np.isfinite(row)]
+        if len(values):
+            finals.append(values[-n:].mean())
+    return np.asarray(finals, dtype=np.float64)
 
 
 def _json_safe(value: Any) -> Any:

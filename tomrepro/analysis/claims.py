@@ -33,7 +33,6 @@ from tomrepro.analysis.claim_rows import (
 from tomrepro.analysis.datasets import AnalysisData
 from tomrepro.analysis.finite_verdicts import model_fit_rows, recovery_rows
 from tomrepro.analysis.statistics import (
-    DECISIVE,
     Decision,
     decide,
     decide_equivalence,
@@ -505,16 +504,6 @@ def _reach_and_stay(runs: xr.DataArray, threshold: float) -> np.ndarray:
     return np.where(stays.any(axis=1), steps[first], np.nan)
 
 
-def _final(runs: xr.DataArray, n: int) -> np.ndarray:
-    """Mean of each seed's own last `n` finite evaluations."""
-    finals = []
-    for row in runs.values:
-        values = row[np.isfinite(row)]
-        if len(values):
-            finals.append(values[-n:].mean())
-    return np.asarray(finals, dtype=np.float64)
-
-
 def _correlation(a: np.ndarray, b: np.ndarray) -> float | None:
     if len(a) < 3 or np.ptp(a) == 0 or np.ptp(b) == 0:
         return None
@@ -526,7 +515,3 @@ def _by_snapshot(da: xr.DataArray) -> dict[int, float]:
     verdict: these are not independent units)."""
     other = [d for d in da.dims if d != "snapshot"]
     return {int(k): float(v) for k, v in da.mean(other, skipna=True).to_series().items()}
-
-
-def is_decisive(result: ClaimResult) -> bool:
-    return result.verdict in DECISIVE

@@ -37,7 +37,6 @@ Verdict = Literal[
     "sanity check passed",
     "sanity check failed",
 ]
-DECISIVE: tuple[Verdict, ...] = ("reproduced", "not reproduced")
 
 # 2^16 subsets of 16 units: every subset mean in one (65536, 16) product.
 EXACT_UNITS = 16
