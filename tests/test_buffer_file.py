@@ -348,3 +348,16 @@ def test_schema_2_files_are_verified_with_their_crc32(buffer_file):
         f["rewards"][...] = data
     with pytest.raises(BufferFormatError, match="fails its checksum"):
         read_buffer(buffer_file)
+
+
+def test_huge_finite_values_are_read_not_mistaken_for_inf(tmp_path, hopper_buffer):
+    """The reader's fast finiteness test (a sum of squares) overflows on values near float32's
+    limit; its exact fallback must still accept them."""
+    cols = {k: v.copy() for k, v in hopper_buffer.columns().items()}
+    cols["actions"][::3] = np.float32(3e38)
+    cols["rewards"][5] = np.float32(-3e38)
+    path = tmp_path / "huge.h5"
+    write_buffer(path, ReplayBuffer.from_columns(cols), BufferMetadata("Hopper-v5", seed=0))
+    back = read_buffer(path).buffer.columns()
+    np.testing.assert_array_equal(back["actions"], cols["actions"])
+    assert back["rewards"][5] == np.float32(-3e38)

@@ -259,11 +259,12 @@ def check_provenance(c: Mapping[str, np.ndarray]) -> None:
         raise BufferFormatError("env_steps, episode_ids and policy_versions must be non-negative")
     if (c["episode_steps"] < 0).any():
         raise BufferFormatError("episode_steps must be non-negative")
-    if (np.diff(c["env_steps"]) <= 0).any():
+    # Neighbour comparisons of slices: no int64 temporaries (np.diff would allocate three).
+    if (c["env_steps"][1:] <= c["env_steps"][:-1]).any():
         raise BufferFormatError("env_steps must be strictly increasing")
-    if (np.diff(c["episode_ids"]) < 0).any():
+    if (c["episode_ids"][1:] < c["episode_ids"][:-1]).any():
         raise BufferFormatError("episode_ids must be non-decreasing")
-    if (np.diff(c["policy_versions"]) < 0).any():
+    if (c["policy_versions"][1:] < c["policy_versions"][:-1]).any():
         raise BufferFormatError("policy_versions must be non-decreasing")
     ended = c["terminations"][:-1] | c["truncations"][:-1]
     same = c["episode_ids"][1:] == c["episode_ids"][:-1]

@@ -17,7 +17,7 @@ import resource
 import shutil
 import zlib
 from collections.abc import Callable, Iterable, Iterator, Mapping
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from importlib import metadata
@@ -37,7 +37,6 @@ from tomrepro.core.buffer import (
     PROVENANCE_COLUMNS,
     ReplayBuffer,
     check_columns,
-    check_finite,
     check_provenance,
     check_structure,
 )
@@ -60,6 +59,7 @@ CHECKSUM_ATTR = DIGESTS[SCHEMA_VERSION][0]
 WRITE_OVERHEAD_BYTES = 1 << 20  # HDF5 metadata, attributes, chunk index: generous
 SNAPSHOT_GROUP = "policy_snapshots"
 CHUNK_BYTES = 1 << 20
+PIECE_BYTES = 1 << 18  # read and checked at once: fits in L2 with room to spare
 COMPRESSIONS = ("lzf", "gzip", None)
 _VOLATILE_ATTRS = frozenset({"created_at"})
 _VERSIONED_PACKAGES = ("gymnasium", "mujoco", "torch", "numpy", "h5py")
@@ -419,32 +419,43 @@ def read_buffer(
 
 
 def _read_and_scan_columns(f: h5py.File, path: Path, verify: int | None) -> dict[str, np.ndarray]:
-    """Read every column while a worker thread checks the columns already read.
+    """Read every column, checking each piece while its bytes are still in the CPU cache.
 
-    The small provenance columns are read first so that their order checks, then the checksums
-    and NaN/inf scans of the float columns, run while the bulk is still being read. Reads
-    (`preadv`), CRC-32 and numpy scans all release the GIL, so on two cores the checks cost
-    little wall time.
+    h5py calls (layout, attributes) stay on this thread; the plain reads (`preadv`) and the
+    per-piece digests and finiteness checks release the GIL and run on two worker threads, one
+    column each. The provenance columns' order and episode checks run here meanwhile.
     """
     fd = os.open(path, os.O_RDONLY)
+    columns: dict[str, np.ndarray] = {}
     try:
-        with ThreadPoolExecutor(max_workers=1) as pool:
-            columns: dict[str, np.ndarray] = {}
-            checks = []
-            for name in (*PROVENANCE_COLUMNS, *FLOAT_COLUMNS):
-                columns[name] = _read_column(f, fd, path, name)
-                if verify is not None:  # the schema version whose digest the file carries
-                    what = f"column {name!r}"
-                    stored = _stored_checksum(f[name], f"{path}: {what}", verify)
-                    checks.append(pool.submit(_verify, stored, columns[name], what, verify))
-                if name in FLOAT_COLUMNS:
-                    checks.append(pool.submit(check_finite, name, columns[name]))
-                elif name == PROVENANCE_COLUMNS[-1]:
-                    prov = {k: columns[k] for k in PROVENANCE_COLUMNS}
-                    checks.append(pool.submit(check_provenance, prov))
-            for check in checks:
+        with ThreadPoolExecutor(max_workers=2) as pool:
+            jobs: dict[str, tuple[_ColumnScan, int | None, Future[None] | None]] = {}
+            # Largest first, so that the two big observation columns go to different workers.
+            names = [*PROVENANCE_COLUMNS, *FLOAT_COLUMNS]
+            datasets = {name: _column_dataset(f, path, name) for name in names}
+            for name in sorted(names, key=lambda k: -datasets[k].size * datasets[k].dtype.itemsize):
+                ds = datasets[name]
+                stored = None
+                if verify is not None:
+                    stored = _stored_checksum(ds, f"{path}: column {name!r}", verify)
+                scan = _ColumnScan(name, verify, finite=name in FLOAT_COLUMNS)
+                out = columns[name] = np.empty(ds.shape, dtype=ds.dtype)
+                runs = _raw_runs(ds, out, path) if out.size else []
+                job = None
+                if runs is None:  # compressed or unusual layout: h5py reads it
+                    _h5py_read(ds, out, path, name)
+                    scan.update(out)
+                else:
+                    job = pool.submit(_read_runs, fd, out, runs, scan, path, name)
+                jobs[name] = (scan, stored, job)
+            for name in names:
+                scan, stored, job = jobs[name]
+                if job is not None:
+                    job.result()
                 try:
-                    check.result()
+                    scan.finish(stored, f"column {name!r}")
+                    if name == PROVENANCE_COLUMNS[-1]:
+                        check_provenance({k: columns[k] for k in PROVENANCE_COLUMNS})
                 except BufferFormatError as exc:
                     raise BufferFormatError(f"{path}: {exc}") from None
     finally:
@@ -452,7 +463,41 @@ def _read_and_scan_columns(f: h5py.File, path: Path, verify: int | None) -> dict
     return columns
 
 
-def _read_column(f: h5py.File, fd: int, path: Path, name: str) -> np.ndarray:
+class _ColumnScan:
+    """A column's running digest (schema `verify`) and finiteness check, fed piece by piece."""
+
+    def __init__(self, name: str, verify: int | None, *, finite: bool) -> None:
+        self.name, self.verify, self.finite = name, verify, finite
+        self._xxh3 = xxhash.xxh3_64() if verify == 3 else None
+        self._crc = 0
+        self._all_finite = True
+
+    def update(self, piece: np.ndarray) -> None:
+        if self.verify == 3:
+            assert self._xxh3 is not None
+            self._xxh3.update(piece.reshape(-1).view(np.uint8).data)
+        elif self.verify is not None:
+            self._crc = DIGESTS[self.verify][1](piece.reshape(-1).view(np.uint8).data, self._crc)
+        # A finite sum of squares proves every term finite (NaN and inf propagate); a non-finite
+        # one may be overflow of large finite values, so only then is the exact test run.
+        if self.finite and self._all_finite:
+            flat = piece.reshape(-1)
+            with np.errstate(over="ignore", invalid="ignore"):
+                square_sum = np.dot(flat, flat)
+            if not np.isfinite(square_sum):
+                self._all_finite = bool(np.isfinite(flat).all())
+
+    def finish(self, stored: int | None, what: str) -> None:
+        if not self._all_finite:
+            raise BufferFormatError(f"column {self.name} contains NaN or inf")
+        if stored is None:
+            return
+        digest = self._xxh3.intdigest() if self._xxh3 is not None else self._crc
+        if digest != stored:
+            raise BufferFormatError(f"{what} fails its checksum (the file was altered or damaged)")
+
+
+def _column_dataset(f: h5py.File, path: Path, name: str) -> h5py.Dataset:
     ds = f.get(name)
     if not isinstance(ds, h5py.Dataset):
         raise BufferFormatError(f"{path}: missing column {name!r}")
@@ -463,50 +508,79 @@ def _read_column(f: h5py.File, fd: int, path: Path, name: str) -> np.ndarray:
             f"{path}: column {name} has dtype {ds.dtype} and shape {ds.shape}, expected "
             f"{np.dtype(spec.dtype)} with {rank} dimension(s)"
         )
-    out = np.empty(ds.shape, dtype=ds.dtype)
-    if not out.size:
-        return out
+    return ds
+
+
+def _unreadable(path: Path, name: str, exc: BaseException) -> BufferFormatError:
+    return BufferFormatError(f"{path}: column {name!r} is unreadable (truncated file?): {exc}")
+
+
+def _h5py_read(ds: h5py.Dataset, out: np.ndarray, path: Path, name: str) -> None:
     try:
-        if not _read_raw_chunks(ds, fd, out):
-            ds.read_direct(out)
+        ds.read_direct(out)
     except (OSError, ValueError, TypeError) as exc:
-        raise BufferFormatError(
-            f"{path}: column {name!r} is unreadable (truncated file?): {exc}"
-        ) from None
-    return out
+        raise _unreadable(path, name, exc) from None
 
 
-def _read_raw_chunks(ds: h5py.Dataset, fd: int, out: np.ndarray) -> bool:
-    """Read an unfiltered, row-chunked column with `preadv` straight into `out`.
+def _raw_runs(ds: h5py.Dataset, out: np.ndarray, path: Path) -> list[tuple[int, int, int]] | None:
+    """Where an unfiltered, row-chunked column's rows lie in the file: (first row, file offset,
+    rows) per run of back-to-back chunks, or None for compressed or unusual layouts.
 
     HDF5's chunk machinery halves read throughput for plain data; the file offsets of raw chunks
-    are public (`get_chunk_info`), so reading them directly is as fast as `numpy.load`. Returns
-    False (caller falls back to h5py) for compressed or otherwise unusual layouts.
+    are public (`get_chunk_info`), so reading them directly is as fast as `numpy.load`.
     """
     if ds.compression or ds.shuffle or ds.fletcher32 or ds.scaleoffset is not None:
-        return False
+        return None
     if ds.chunks is None or ds.chunks[1:] != ds.shape[1:] or not out.flags.c_contiguous:
-        return False
+        return None
     if ds.dtype.byteorder == ">":
-        return False
-    flat = out.reshape(-1).view(np.uint8)
-    row_bytes = flat.nbytes // len(out)
-    infos = sorted(
-        (ds.id.get_chunk_info(i) for i in range(ds.id.get_num_chunks())),
-        key=lambda info: info.chunk_offset[0],
-    )
-    if len(infos) * ds.chunks[0] < len(out):
-        raise OSError("chunks do not cover the column")
-    # Chunks written in order sit back to back in the file: read each such run with one call.
-    run_mem, run_file, run_len = 0, infos[0].byte_offset, 0
+        return None
+    name = ds.name.lstrip("/")
+    row_bytes = out.nbytes // len(out)
+    try:
+        infos = sorted(
+            (ds.id.get_chunk_info(i) for i in range(ds.id.get_num_chunks())),
+            key=lambda info: info.chunk_offset[0],
+        )
+    except (OSError, ValueError, TypeError) as exc:
+        raise _unreadable(path, name, exc) from None
+    runs: list[tuple[int, int, int]] = []
     for info in infos:
-        mem = info.chunk_offset[0] * row_bytes
-        if mem != run_mem + run_len or info.byte_offset != run_file + run_len:
-            _pread_exact(fd, flat[run_mem : run_mem + run_len], run_file)
-            run_mem, run_file, run_len = mem, info.byte_offset, 0
-        run_len += min(info.size, flat.nbytes - mem)
-    _pread_exact(fd, flat[run_mem : run_mem + run_len], run_file)
-    return True
+        first = info.chunk_offset[0]
+        rows = min(ds.chunks[0], len(out) - first)
+        if runs and (first, info.byte_offset) == (
+            runs[-1][0] + runs[-1][2],
+            runs[-1][1] + runs[-1][2] * row_bytes,
+        ):
+            runs[-1] = (runs[-1][0], runs[-1][1], runs[-1][2] + rows)
+        else:
+            runs.append((first, info.byte_offset, rows))
+    tiled = bool(runs) and runs[0][0] == 0 and runs[-1][0] + runs[-1][2] == len(out)
+    if not tiled or any(a[0] + a[2] != b[0] or a[2] <= 0 for a, b in pairwise(runs)):
+        raise _unreadable(path, name, OSError("its chunks do not tile the column"))
+    return runs
+
+
+def _read_runs(
+    fd: int,
+    out: np.ndarray,
+    runs: list[tuple[int, int, int]],
+    scan: _ColumnScan,
+    path: Path,
+    name: str,
+) -> None:
+    """Read the runs piece by piece in row order, handing each piece to `scan` as it lands."""
+    row_bytes = out.nbytes // len(out)
+    piece_rows = max(1, PIECE_BYTES // row_bytes)
+    try:
+        for first, offset, rows in runs:
+            for start in range(first, first + rows, piece_rows):
+                piece = out[start : min(start + piece_rows, first + rows)]
+                at = offset + (start - first) * row_bytes
+                _pread_exact(fd, piece.reshape(-1).view(np.uint8), at)
+                scan.update(piece)
+    except OSError as exc:
+        raise _unreadable(path, name, exc) from None
 
 
 def _pread_exact(fd: int, dest: np.ndarray, offset: int) -> None:
