@@ -24,18 +24,20 @@ class BatchedLinear(nn.Module):
         self.weight = nn.Parameter(torch.zeros(members, in_dim, out_dim))
         self.bias = nn.Parameter(torch.zeros(members, 1, out_dim))
 
-    def reset_parameters(self, generator: torch.Generator) -> None:
+    def reset_parameters(self, generator: torch.Generator, members: slice = slice(None)) -> None:
         """Xavier-uniform weights, zero biases (the initialisation of the official SAC code).
 
         Drawn on the CPU from a CPU `generator` and copied, so initial weights are the same on
-        every device.
+        every device. `members` resets a slice only: a population draws each run's members from
+        that run's own generator, in the order a run alone draws them.
         """
-        _, in_dim, out_dim = self.weight.shape
+        weight, bias = self.weight[members], self.bias[members]
+        _, in_dim, out_dim = weight.shape
         bound = math.sqrt(6.0 / (in_dim + out_dim))
         with torch.no_grad():
-            draw = torch.empty(self.weight.shape).uniform_(-bound, bound, generator=generator)
-            self.weight.copy_(draw)
-            self.bias.zero_()
+            draw = torch.empty(weight.shape).uniform_(-bound, bound, generator=generator)
+            weight.copy_(draw)
+            bias.zero_()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return torch.baddbmm(self.bias, x, self.weight)
@@ -59,9 +61,9 @@ class BatchedMLP(nn.Module):
         )
         self.activation = activation()
 
-    def reset_parameters(self, generator: torch.Generator) -> None:
+    def reset_parameters(self, generator: torch.Generator, members: slice = slice(None)) -> None:
         for layer in self.layers:
-            layer.reset_parameters(generator)
+            layer.reset_parameters(generator, members)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         for layer in self.layers[:-1]:
