@@ -287,6 +287,50 @@ class SAC:
         self.generators[run].set_state(state["generator"])
 
 
+class SACRun:
+    """Run `run` of a population as one agent: its actor and critics are single-run modules whose
+    weights alias the population's rows (its updates show through), for acting, rollouts and the
+    model learners; its state saves and loads in the single-run format."""
+
+    def __init__(self, population: SAC, run: int) -> None:
+        self.population, self.run = population, run
+        actor = population.actor
+        low = (actor.action_bias - actor.action_scale).cpu().numpy()
+        high = (actor.action_bias + actor.action_scale).cpu().numpy()
+        widths = [layer.weight.shape for layer in actor.net.layers]
+        hidden = tuple(w[2] for w in widths[:-1])
+        obs_dim, act_dim = widths[0][1], widths[-1][2] // 2
+        self.actor = SquashedGaussianActor(obs_dim, act_dim, hidden, low, high)
+        self.critic = TwinCritic(obs_dim, act_dim, hidden)
+        self.critic_target = TwinCritic(obs_dim, act_dim, hidden)
+        _alias_rows(self.actor.net, actor.net, slice(run, run + 1))
+        _alias_rows(self.critic.net, population.critic.net, slice(2 * run, 2 * run + 2))
+        _alias_rows(
+            self.critic_target.net, population.critic_target.net, slice(2 * run, 2 * run + 2)
+        )
+        self.actor.to(population.device)
+
+    @property
+    def generator(self) -> torch.Generator:
+        return self.population.generators[self.run]
+
+    def actor_arrays(self) -> dict[str, np.ndarray]:
+        return self.population.actor_arrays(self.run)
+
+    def state_dict(self) -> dict[str, Any]:
+        return self.population.state_dict(self.run)
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.population.load_state_dict(state, self.run)
+
+
+def _alias_rows(module: BatchedMLP, source: BatchedMLP, rows: slice) -> None:
+    """Make `module`'s layers views of `source`'s member rows (no copy, no gradient)."""
+    for own, theirs in zip(module.layers, source.layers, strict=True):
+        own.weight = nn.Parameter(theirs.weight.detach()[rows], requires_grad=False)
+        own.bias = nn.Parameter(theirs.bias.detach()[rows], requires_grad=False)
+
+
 def _with_run_dim(batch: SACBatch) -> SACBatch:
     return SACBatch(
         batch.observations.unsqueeze(0),

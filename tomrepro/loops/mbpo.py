@@ -62,7 +62,7 @@ from tomrepro.learning.model_learners import (
 from tomrepro.learning.model_pool import MixedBatchSampler, ModelPool
 from tomrepro.learning.model_rollout import draw_rows, rollout_model
 from tomrepro.learning.model_training import fit_on_columns
-from tomrepro.learning.sac import SAC
+from tomrepro.learning.sac import SACRun
 from tomrepro.learning.serialization import load_tensors, save_tensors
 from tomrepro.learning.tom_weights import weight_summary
 from tomrepro.loops.collect import CollectPaths
@@ -140,11 +140,11 @@ STATEFUL = ("sac", "model", "pool", "learner")
 
 
 @dataclass
-class _State:
+class RunState:
     """Everything that changes during a run."""
 
     env: Any
-    sac: SAC
+    sac: SACRun
     buffer: ReplayBuffer
     recorder: EpisodeRecorder
     obs: np.ndarray
@@ -157,6 +157,8 @@ class _State:
     timer: PhaseTimer = field(default_factory=lambda: PhaseTimer(PHASES))
     snapshots: list[PolicySnapshot] = field(default_factory=list)
     last_stats: torch.Tensor | None = None  # the latest burst's SAC statistics
+    noise: tuple[StepNoise, StepNoise] = field(init=False)  # exploration: normal, uniform
+    bar: Any = None
 
 
 class MBPORun:
@@ -293,22 +295,33 @@ class MBPORun:
 
     # --- building the state -----------------------------------------------------------------------
 
-    def _build(self, resuming: bool) -> _State:
+    def sac_generator(self) -> torch.Generator:
+        """This run's SAC sampling generator (its row of a population's agent)."""
+        return torch.Generator(device=self.device).manual_seed(derive_seed(self.seed, "sac"))
+
+    def agent_shape(self) -> tuple[Any, ...]:
+        """What runs sharing one population agent must agree on."""
+        env = self.task.make_env()
+        bounds = env.action_space
+        env.close()
+        return (
+            self.task.obs_dim,
+            self.task.act_dim,
+            tuple(bounds.low.astype(np.float32).tolist()),
+            tuple(bounds.high.astype(np.float32).tolist()),
+            self.sac_cfg.model_dump_json(),
+            self.device,
+            self.first_step,
+            self.end_step,
+            self.schedule,
+            self.cfg.epoch_length,
+        )
+
+    def _build(self, resuming: bool, sac: SACRun) -> RunState:
         """A fresh state; a continuation loads its source unless a checkpoint will replace it."""
         task, seed, cfg = self.task, self.seed, self.cfg
         env = task.make_env()
-        low = env.action_space.low.astype(np.float32)
-        high = env.action_space.high.astype(np.float32)
         dev = self.device
-        sac = SAC(
-            task.obs_dim,
-            task.act_dim,
-            low,
-            high,
-            self.sac_cfg,
-            dev,
-            torch.Generator(device=dev).manual_seed(derive_seed(seed, "sac")),
-        )
         prefix_rows = 0
         if self.source is not None:
             prefix = self.source["loaded"].buffer.prefix(self.first_step)
@@ -329,7 +342,7 @@ class MBPORun:
         model = DynamicsModel(self.profile.model, task.obs_dim, task.act_dim).to(dev)
         learner = build_learner(self.learner_name, self.profile, seed, dev)
         obs = env.reset(seed=derive_seed(seed, "env"))[0]
-        state = _State(
+        state = RunState(
             env,
             sac,
             buffer,
@@ -346,7 +359,7 @@ class MBPORun:
             self._load_source(state, prefix)
         return state
 
-    def _load_source(self, state: _State, prefix: ReplayBuffer) -> None:
+    def _load_source(self, state: RunState, prefix: ReplayBuffer) -> None:
         """The collected prefix, the agent at snapshot K (with this run's sampling seed), and
         the env exactly where the collector left it."""
         assert self.source is not None
@@ -369,24 +382,27 @@ class MBPORun:
     # --- the loop ---------------------------------------------------------------------------------
 
     def run(self) -> Path:
-        """Holds the directory's lock for the whole run (another writer is refused)."""
-        with self.directory().lock(break_lock=self.break_lock):
-            return self._run()
+        """A population of one: the same loop that steps many runs together."""
+        from tomrepro.loops.mbpo_population import run_population
 
-    def _run(self) -> Path:
+        return run_population([self])[0]
+
+    def open(self, sac: SACRun) -> RunState | None:
+        """Done (None), resumed or fresh: the state this run steps from, on its row `sac` of
+        the population's agent. The caller holds the directory's lock."""
         start, ckpt = self._prepare_directory()
         if start is Start.DONE:
             log.info("mbpo: %s is complete; nothing to do", self.paths.root)
-            return self.paths.root
-        state = self._build(resuming=ckpt is not None)
+            return None
+        state = self._build(resuming=ckpt is not None, sac=sac)
         if ckpt is not None:
             self._resume(state, ckpt)
-        cfg, task = self.cfg, self.task
-        random_until = self.schedule.policy_start
-        normal = StepNoise(derive_seed(self.seed, "exploration"), task.act_dim, "normal")
-        uniform = StepNoise(derive_seed(self.seed, "exploration"), task.act_dim, "uniform")
-        low, high = state.env.action_space.low, state.env.action_space.high
-        bar = tqdm(
+        task = self.task
+        state.noise = (
+            StepNoise(derive_seed(self.seed, "exploration"), task.act_dim, "normal"),
+            StepNoise(derive_seed(self.seed, "exploration"), task.act_dim, "uniform"),
+        )
+        state.bar = tqdm(
             total=self.end_step - self.first_step,
             initial=state.loop.step - self.first_step,
             unit="step",
@@ -394,68 +410,76 @@ class MBPORun:
             desc=f"mbpo {self.learner_name} {task.task_id} s{self.seed}",
             mininterval=1.0,
         )
-        while True:
-            step = state.loop.step
-            boundary = (step - self.first_step) % cfg.epoch_length == 0 or step == self.end_step
-            # A new policy version when the actor starts acting and at each epoch after that.
-            taken = state.snapshots[-1].env_step if state.snapshots else -1
-            acting = step >= random_until and step < self.end_step
-            if acting and (boundary or step == random_until) and taken < step:
-                state.loop.version += 1
-                state.snapshots.append(
-                    PolicySnapshot(state.loop.version, step, state.sac.actor_arrays())
-                )
-            evaluated = boundary and (
-                not state.loop.curve or state.loop.curve[-1]["env_step"] != step
+        return state
+
+    def before_updates(self, state: RunState) -> bool:
+        """Everything of one env step before its SAC burst (snapshot, evaluation, checkpoint,
+        model round, the env step itself); False once the run has reached its end."""
+        cfg, random_until = self.cfg, self.schedule.policy_start
+        step = state.loop.step
+        boundary = (step - self.first_step) % cfg.epoch_length == 0 or step == self.end_step
+        # A new policy version when the actor starts acting and at each epoch after that.
+        taken = state.snapshots[-1].env_step if state.snapshots else -1
+        acting = step >= random_until and step < self.end_step
+        if acting and (boundary or step == random_until) and taken < step:
+            state.loop.version += 1
+            state.snapshots.append(
+                PolicySnapshot(state.loop.version, step, state.sac.actor_arrays())
             )
-            if evaluated:
-                self._evaluate(state)
-                bar.set_postfix(ret=f"{state.loop.curve[-1]['return_mean']:.1f}", refresh=False)
-            if step == self.end_step:
-                break
-            if evaluated:
-                self._checkpoint(state)
-            if step >= random_until and (step - random_until) % cfg.model_train_every == 0:
-                self._model_round(state)
-            tick = time.perf_counter()
-            if step < random_until:
-                action = low + (high - low) * uniform.at(step)
-            else:
-                action = self._policy_action(state, normal.at(step))
-            state.obs, finished = state.recorder.step(state.obs, action, step, state.loop.version)
-            if finished is not None:
-                state.loop.last_train_return = finished
-            tock = time.perf_counter()
-            state.timer.add("env", tock - tick)
-            if self.schedule.burst_at(step):
-                state.last_stats = self._train_agent(state)
-                state.timer.add("sac", time.perf_counter() - tock)
-            epoch_ends = (step + 1 - self.first_step) % cfg.epoch_length == 0
-            if (epoch_ends or step + 1 == self.end_step) and state.last_stats is not None:
-                state.loop.sac_stats = state.last_stats.tolist()
-            state.loop.step += 1
-            bar.update(1)
-        bar.close()
+        evaluated = boundary and (not state.loop.curve or state.loop.curve[-1]["env_step"] != step)
+        if evaluated:
+            self._evaluate(state)
+            state.bar.set_postfix(ret=f"{state.loop.curve[-1]['return_mean']:.1f}", refresh=False)
+        if step == self.end_step:
+            return False
+        if evaluated:
+            self._checkpoint(state)
+        if step >= random_until and (step - random_until) % cfg.model_train_every == 0:
+            self._model_round(state)
+        tick = time.perf_counter()
+        normal, uniform = state.noise
+        if step < random_until:
+            low, high = state.env.action_space.low, state.env.action_space.high
+            action = low + (high - low) * uniform.at(step)
+        else:
+            action = self._policy_action(state, normal.at(step))
+        state.obs, finished = state.recorder.step(state.obs, action, step, state.loop.version)
+        if finished is not None:
+            state.loop.last_train_return = finished
+        state.timer.add("env", time.perf_counter() - tick)
+        return True
+
+    def bursts_now(self, state: RunState) -> bool:
+        return bool(self.schedule.burst_at(state.loop.step))
+
+    def after_updates(self, state: RunState, stats: torch.Tensor | None, seconds: float) -> None:
+        """Book the burst (its last update's stats and this run's share of its time) and move
+        to the next step."""
+        if stats is not None:
+            state.last_stats = stats
+            state.loop.updates += self.cfg.updates_per_step
+            state.timer.add("sac", seconds)
+        step = state.loop.step
+        epoch_ends = (step + 1 - self.first_step) % self.cfg.epoch_length == 0
+        if (epoch_ends or step + 1 == self.end_step) and state.last_stats is not None:
+            state.loop.sac_stats = state.last_stats.tolist()
+        state.loop.step += 1
+        state.bar.update(1)
+
+    def finish(self, state: RunState) -> Path:
+        state.bar.close()
         state.env.close()
         self._finish(state)
         return self.paths.root
 
-    def _policy_action(self, state: _State, noise: np.ndarray) -> np.ndarray:
+    def _policy_action(self, state: RunState, noise: np.ndarray) -> np.ndarray:
         """The live actor's action for the current observation and this step's noise."""
         with torch.no_grad():
             obs = torch.as_tensor(state.obs, dtype=torch.float32, device=self.device)
             eps = torch.as_tensor(noise, device=self.device)
             return state.sac.actor.act(obs[None], eps[None])[0].cpu().numpy()
 
-    def _train_agent(self, state: _State) -> torch.Tensor:
-        """A burst of `updates_per_step` SAC updates on mixed real/model minibatches; the last
-        one's stats."""
-        for _ in range(self.cfg.updates_per_step):
-            stats = state.sac.update(state.sampler.sample())
-        state.loop.updates += self.cfg.updates_per_step
-        return stats
-
-    def _model_round(self, state: _State) -> None:
+    def _model_round(self, state: RunState) -> None:
         """Plan, fit, roll out: one model round."""
         cfg, timer = self.cfg, state.timer
         tick = time.perf_counter()
@@ -537,7 +561,7 @@ class MBPORun:
             return np.where(steps >= start, rounds, 0).astype(np.int64)
         return np.where(steps >= start, self.schedule.bursts_before(steps), 0).astype(np.int64)
 
-    def _evaluate(self, state: _State) -> None:
+    def _evaluate(self, state: RunState) -> None:
         """Test episodes and a curve row; the epoch's phase timings go into the row."""
         tick = time.perf_counter()
         returns, lengths = evaluate_policy(
@@ -581,7 +605,7 @@ class MBPORun:
         config = {**self.config, "acting": "live actor; policy_versions = last snapshot taken"}
         return BufferMetadata(self.task.task_id, self.seed, config, complete=complete)
 
-    def _checkpoint(self, state: _State) -> None:
+    def _checkpoint(self, state: RunState) -> None:
         tick = time.perf_counter()
         payload = {
             "config": json.dumps(self.config, sort_keys=True),
@@ -604,7 +628,7 @@ class MBPORun:
         save_tensors(payload, self.paths.checkpoint)
         state.timer.add("checkpoint", time.perf_counter() - tick)
 
-    def _resume(self, state: _State, ckpt: dict[str, Any]) -> None:
+    def _resume(self, state: RunState, ckpt: dict[str, Any]) -> None:
         try:
             rows = read_buffer(self.paths.buffer, allow_incomplete=True).buffer.columns()
         except BufferFormatError as exc:
@@ -624,7 +648,7 @@ class MBPORun:
         ]
         log.info("mbpo: resuming %s at env step %d", self.paths.root, state.loop.step)
 
-    def _finish(self, state: _State) -> None:
+    def _finish(self, state: RunState) -> None:
         write_buffer(self.paths.buffer, state.buffer, self._metadata(True), state.snapshots)
         state.model.save(self.paths.model, {"run": self.config})
         curve = pd.DataFrame(state.loop.curve)

@@ -1,0 +1,164 @@
+"""Many MBPO runs of one task stepped in lockstep in one process, their agents one batched SAC.
+
+Each run keeps everything of its own: env, buffer, model and model pool, generators, learner
+state, curve, checkpoint and output directory (the files are those of a run alone). The runs'
+actors and critics are the rows of one `SAC` population, so each SAC burst is one batched update
+of all runs on their own minibatches; model rounds, acting and evaluation run per run. A single
+run is a population of one through this same loop (`MBPORun.run`).
+
+A run that raises (a non-finite model, an env error) is marked failed — `failure.json` in its
+directory with the error, its checkpoint kept for a resume — and leaves the population; the
+others go on unchanged, since no run's arithmetic depends on its company (tests check this
+bit for bit on CPU).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+import traceback
+from contextlib import ExitStack
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from tomrepro.core.atomic import atomic_path
+from tomrepro.core.errors import ConfigError, TomreproError
+from tomrepro.learning.sac import SAC, SACBatch, SACRun
+from tomrepro.loops.mbpo import MBPORun, RunState
+
+log = logging.getLogger(__name__)
+FAILURE = "failure.json"
+
+
+class RunFailed(TomreproError):
+    """A run of a population failed; the others finished (their paths are in `finished`)."""
+
+    def __init__(self, message: str, finished: list[Path]) -> None:
+        super().__init__(message)
+        self.finished = finished
+
+
+def run_population(runs: list[MBPORun]) -> list[Path]:
+    """Run every run to its end; returns their directories (in order). Raises `RunFailed` after
+    the others have finished if any run failed."""
+    if not runs:
+        return []
+    shapes = {run.agent_shape() for run in runs}
+    if len(shapes) != 1:
+        raise ConfigError(
+            "runs of one population must share task, SAC config, device, length and schedule"
+        )
+    roots = [run.paths.root.resolve() for run in runs]
+    if len(set(roots)) != len(roots):
+        raise ConfigError("two runs of one population write to the same directory")
+    with ExitStack() as locks:
+        for run in runs:
+            locks.enter_context(run.directory().lock(break_lock=run.break_lock))
+        failures = _step_all(runs)
+    if len(runs) == 1 and failures:  # a run alone fails as it always did: with its own error
+        raise next(iter(failures.values()))
+    finished = [r.paths.root for r in runs if r.paths.root not in failures]
+    if failures:
+        raise RunFailed(
+            "; ".join(f"{root}: {_one_line(exc)}" for root, exc in failures.items()), finished
+        )
+    return [run.paths.root for run in runs]
+
+
+def _step_all(runs: list[MBPORun]) -> dict[Path, Exception]:
+    """The lockstep loop; the errors of the runs that failed, by directory."""
+    first = runs[0]
+    task, device = first.task, first.device
+    shape = first.agent_shape()
+    sac = SAC(
+        task.obs_dim,
+        task.act_dim,
+        np.asarray(shape[2], dtype=np.float32),
+        np.asarray(shape[3], dtype=np.float32),
+        first.sac_cfg,
+        device,
+        [run.sac_generator() for run in runs],
+    )
+    failures: dict[Path, Exception] = {}
+    record = len(runs) > 1  # a population marks a failed run on disk; a run alone just raises
+    active: list[tuple[MBPORun, RunState]] = []
+    for r, run in enumerate(runs):
+        state = _guarded(run, failures, lambda run=run, r=r: run.open(SACRun(sac, r)), False)
+        if state is not None:
+            active.append((run, state))
+    if active and len(active) < len(runs):
+        sac, active = _regroup(sac, active)
+    updates = first.cfg.updates_per_step
+    while active:
+        stepping = []
+        for run, state in active:
+            going = _guarded(run, failures, lambda r=run, s=state: r.before_updates(s), record)
+            if going:
+                stepping.append((run, state))
+            elif going is False:
+                _guarded(run, failures, lambda r=run, s=state: r.finish(s), record)
+        if len(stepping) != len(active):
+            sac, active = _regroup(sac, stepping) if stepping else (sac, [])
+            if not active:
+                break
+        burst = first.bursts_now(active[0][1])
+        stats, seconds = None, 0.0
+        if burst:
+            tick = time.perf_counter()
+            for _ in range(updates):
+                stats = sac.update(_stack([state.sampler.sample() for _, state in active]))
+            seconds = (time.perf_counter() - tick) / len(active)
+        for r, (run, state) in enumerate(active):
+            run.after_updates(state, None if stats is None else stats[r], seconds)
+    return failures
+
+
+def _guarded(run: MBPORun, failures: dict[Path, Exception], work, record: bool):
+    """`work()`, or None with the run's error kept (and `failure.json` written if `record`)."""
+    try:
+        return work()
+    except Exception as exc:
+        failures[run.paths.root] = exc
+        if record:
+            log.error("mbpo: run %s failed: %s", run.paths.root, _one_line(exc))
+            with atomic_path(run.paths.root / FAILURE) as tmp:
+                tmp.write_text(
+                    json.dumps(
+                        {"error": _one_line(exc), "traceback": traceback.format_exc()}, indent=2
+                    )
+                )
+        return None
+
+
+def _one_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return f"{type(exc).__name__}: {text.splitlines()[0]}" if text else type(exc).__name__
+
+
+def _regroup(sac: SAC, active: list) -> tuple[SAC, list]:
+    """A new population agent of the runs still going, each moved over with its exact state."""
+    states = [state.sac.state_dict() for _, state in active]
+    first = sac.actor
+    low = (first.action_bias - first.action_scale).cpu().numpy()
+    high = (first.action_bias + first.action_scale).cpu().numpy()
+    obs_dim = first.net.layers[0].weight.shape[1]
+    act_dim = first.net.layers[-1].weight.shape[2] // 2
+    generators = [torch.Generator(device=sac.device) for _ in active]
+    smaller = SAC(obs_dim, act_dim, low, high, sac.cfg, sac.device, generators)
+    for r, ((_, state), saved) in enumerate(zip(active, states, strict=True)):
+        state.sac = SACRun(smaller, r)
+        state.sac.load_state_dict(saved)
+    return smaller, active
+
+
+def _stack(batches: list[SACBatch]) -> SACBatch:
+    return SACBatch(
+        torch.stack([b.observations for b in batches]),
+        torch.stack([b.actions for b in batches]),
+        torch.stack([b.rewards for b in batches]),
+        torch.stack([b.next_observations for b in batches]),
+        torch.stack([b.masks for b in batches]),
+    )
