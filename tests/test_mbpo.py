@@ -3,6 +3,7 @@ continuation starts every learner from the same collected state (real MuJoCo, sm
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -17,9 +18,11 @@ import torch
 
 from tomrepro.core.buffer_file import read_buffer, read_snapshot
 from tomrepro.core.config import load_profile, with_overrides
+from tomrepro.core.errors import ConfigError
 from tomrepro.learning.dynamics_model import load_dynamics_model
 from tomrepro.loops.collect import Collector
 from tomrepro.loops.mbpo import TIMING_COLUMNS, ContinueFrom, MBPORun, run_status
+from tomrepro.loops.mbpo_population import RunFailed, run_population
 
 from .conftest import REPO_ROOT
 
@@ -180,3 +183,56 @@ def test_cli_errors_are_one_line(run_cli, collected, tmp_path):
         "mbpo", "--profile", "smoke", "--env-steps", "0", "--out", tmp_path / "y"
     )
     assert code == 2 and "mbpo.env_steps" in err and len(err.strip().splitlines()) == 1
+
+
+def _same_run(a: Path, b: Path) -> None:
+    pd.testing.assert_frame_equal(curve(a), curve(b))
+    x = read_buffer(a / "buffer.h5").buffer.columns()
+    y = read_buffer(b / "buffer.h5").buffer.columns()
+    for name, column in x.items():
+        np.testing.assert_array_equal(column, y[name], err_msg=name)
+    for key, tensor in read_snapshot(a / "buffer.h5", 2).tensors.items():
+        np.testing.assert_array_equal(tensor, read_snapshot(b / "buffer.h5", 2).tensors[key])
+
+
+def test_a_population_of_every_learner_equals_each_run_alone(runs, tmp_path):
+    """One process, one batched SAC for all five learners: each run's curve, buffer and
+    policy snapshots are bit-identical to the same run alone (CPU)."""
+    population = [
+        MBPORun(smoke(), tmp_path / learner, learner=learner, progress=False)
+        for learner in LEARNERS
+    ]
+    for learner, root in zip(LEARNERS, run_population(population), strict=True):
+        _same_run(root, runs[learner])
+
+
+class _FailingRun(MBPORun):
+    """Raises in its env step once it reaches `fail_at`."""
+
+    fail_at = 150
+
+    def before_updates(self, state):
+        if state.loop.step == self.fail_at:
+            raise RuntimeError("simulated env failure\nsecond line")
+        return super().before_updates(state)
+
+
+def test_a_failing_run_leaves_the_others_unchanged(runs, tmp_path):
+    good = MBPORun(smoke(), tmp_path / "mle", learner="mle", progress=False)
+    bad = _FailingRun(smoke(), tmp_path / "pmac", learner="pmac", progress=False)
+    with pytest.raises(RunFailed, match="simulated env failure") as failed:
+        run_population([bad, good])
+    assert failed.value.finished == [good.paths.root]
+    _same_run(good.paths.root, runs["mle"])
+    failure = json.loads((bad.paths.root / "failure.json").read_text())
+    assert failure["error"] == "RuntimeError: simulated env failure"
+    assert run_status(bad.paths.root) is None  # not finished: a resume picks it up
+
+
+def test_runs_that_cannot_share_an_agent_are_refused(tmp_path):
+    a = MBPORun(smoke(), tmp_path / "a", learner="mle", progress=False)
+    b = MBPORun(smoke(env_steps=400), tmp_path / "b", learner="mle", progress=False)
+    with pytest.raises(ConfigError, match="must share"):
+        run_population([a, b])
+    with pytest.raises(ConfigError, match="same directory"):
+        run_population([a, MBPORun(smoke(), tmp_path / "a", learner="tom", progress=False)])
