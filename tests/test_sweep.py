@@ -12,7 +12,9 @@ import torch
 from .conftest import REPO_ROOT  # noqa: F401  (sets the Ray and DVC environment)
 
 
-def test_two_run_sweep_reports_failure_then_skips(run_cli, tmp_path):
+@pytest.mark.parametrize("population", ["1", "2"])
+def test_two_run_sweep_reports_failure_then_skips(run_cli, tmp_path, population):
+    """Runs alone (one Ray task each) or packed into one population: the same outcome."""
     out = tmp_path / "sweep"
     blocker = out / "InvertedPendulum-v5" / "mle"
     blocker.parent.mkdir(parents=True)
@@ -20,7 +22,7 @@ def test_two_run_sweep_reports_failure_then_skips(run_cli, tmp_path):
     args = (
         "sweep", "--profile", "smoke", "--kind", "scratch", "--out", out,
         "--learners", "mle,pmac", "--seeds", "0", "--env-steps", "400", "--num-cpus", "2",
-        "--quiet",
+        "--runs-per-population", population, "--quiet",
     )  # fmt: skip
     code, stdout, err = run_cli(*args)
     assert code == 2 and "1 of 2 runs failed" in err

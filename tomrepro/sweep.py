@@ -27,6 +27,7 @@ from tomrepro.core.atomic import atomic_path
 from tomrepro.core.config import ProfileConfig, profile_from_dict
 from tomrepro.core.errors import ConfigError, TomreproError
 from tomrepro.loops.mbpo import ContinueFrom, MBPOPaths, MBPORun, run_status
+from tomrepro.loops.mbpo_population import RunFailed, run_population
 
 Kind = Literal["scratch", "continue"]
 
@@ -102,16 +103,47 @@ def make_run(
 
 
 def _execute(
-    spec: dict[str, Any], profile: dict[str, Any], device: str | None, threads: int, rerun: bool
-) -> dict[str, Any]:
-    """Body of one Ray task: run (or resume) one MBPO run, return its summary."""
+    specs: list[dict[str, Any]],
+    profile: dict[str, Any],
+    device: str | None,
+    threads: int,
+    rerun: bool,
+) -> dict[str, str | None]:
+    """Body of one Ray task: run (or resume) a population of MBPO runs; each run's error (None
+    when it finished)."""
     import torch
 
     torch.set_num_threads(threads)
-    run = make_run(profile_from_dict(profile), RunSpec(**spec), device, rerun)
-    run.run()
-    status = run_status(run.paths.root) or {}
-    return dict(status.get("summary", {}))
+    cfg = profile_from_dict(profile)
+    runs = [make_run(cfg, RunSpec(**spec), device, rerun) for spec in specs]
+    names = {run.paths.root: RunSpec(**spec).name for run, spec in zip(runs, specs, strict=True)}
+    try:
+        run_population(runs)
+    except RunFailed as failed:
+        return {name: failed.errors.get(root) for root, name in names.items()}
+    return dict.fromkeys(names.values())
+
+
+def default_runs_per_population(device: str | None) -> int:
+    """One run per process on CPUs (processes use every core; a population of R is no faster
+    per run than R runs one after another on one core), 16 on a GPU, whose small-network
+    updates are bound by launch overhead (benchmarks/population.py measures both)."""
+    import torch
+
+    from tomrepro.learning.devices import resolve_device
+
+    return (
+        16 if resolve_device(device or "auto").type == "cuda" and torch.cuda.is_available() else 1
+    )
+
+
+def populations(specs: Sequence[RunSpec], size: int) -> list[list[RunSpec]]:
+    """The grid packed into populations of at most `size` runs that can share one agent: the
+    same task (scratch) or the same source snapshot (continuations); grid order kept."""
+    groups: dict[tuple[str, str, int | None], list[RunSpec]] = {}
+    for spec in specs:
+        groups.setdefault((spec.kind, spec.task, spec.snapshot), []).append(spec)
+    return [g[i : i + size] for g in groups.values() for i in range(0, len(g), size)]
 
 
 @dataclass
@@ -138,9 +170,14 @@ def run_sweep(
     summary_path: Path | None = None,
     curves_path: Path | None = None,
     verbose: bool = False,
+    runs_per_population: int | None = None,
 ) -> SweepResult:
-    """Run every spec not yet complete through Ray; write the summary and the curves."""
+    """Run every spec not yet complete through Ray, packed into populations of
+    `runs_per_population` (default: from the device); write the summary and the curves.
+    `gpus_per_run` and `cpus_per_run` are the resources of one Ray task (a population)."""
     check_resources(num_cpus, cpus_per_run, gpus_per_run)
+    if runs_per_population is not None and runs_per_population < 1:
+        raise ConfigError(f"--runs-per-population must be at least 1, got {runs_per_population}")
     address = address or os.environ.get("RAY_ADDRESS")
     if gpus_per_run > 0 and not address:
         import torch
@@ -168,6 +205,7 @@ def run_sweep(
                 rerun_complete,
                 progress,
                 verbose,
+                runs_per_population or default_runs_per_population(device),
             )
         )
     ordered = [results[s.name] for s in specs]
@@ -218,6 +256,7 @@ def _run_with_ray(
     rerun_complete: bool,
     progress: bool,
     verbose: bool = False,
+    runs_per_population: int = 1,
 ) -> dict[str, dict[str, Any]]:
     import ray
 
@@ -240,25 +279,30 @@ def _run_with_ray(
     task = ray.remote(_execute).options(num_cpus=cpus_per_run, num_gpus=gpus_per_run, max_retries=0)
     raw = profile.model_dump(mode="json")
     threads = max(1, int(cpus_per_run))
-    pending = {task.remote(asdict(s), raw, device, threads, rerun_complete): s for s in specs}
+    pending = {
+        task.remote([asdict(s) for s in group], raw, device, threads, rerun_complete): group
+        for group in populations(specs, runs_per_population)
+    }
     results: dict[str, dict[str, Any]] = {}
     bar = tqdm(total=len(specs), unit="run", disable=not progress, desc="sweep")
     try:
         while pending:
             done, _ = ray.wait(list(pending), num_returns=1)
-            spec = pending.pop(done[0])
-            entry: dict[str, Any] = {"run": spec.name, **asdict(spec)}
+            group = pending.pop(done[0])
             try:
-                ray.get(done[0])
-                entry["status"] = "done"
-            except Exception as exc:  # a failed run is reported; the sweep goes on
-                entry["status"] = "failed"
-                entry["error"] = _one_line(exc)
-                bar.write(f"sweep: {spec.name} failed: {entry['error']}")
-            results[spec.name] = entry
+                errors = ray.get(done[0])
+            except Exception as exc:  # the whole population's task died: all its runs failed
+                errors = dict.fromkeys((s.name for s in group), _one_line(exc))
+            for spec in group:
+                entry: dict[str, Any] = {"run": spec.name, **asdict(spec), "status": "done"}
+                if errors.get(spec.name) is not None:
+                    entry["status"] = "failed"
+                    entry["error"] = errors[spec.name]
+                    bar.write(f"sweep: {spec.name} failed: {entry['error']}")
+                results[spec.name] = entry
             failed = sum(r["status"] == "failed" for r in results.values())
             bar.set_postfix(failed=failed, refresh=False)
-            bar.update(1)
+            bar.update(len(group))
     finally:
         bar.close()
         if started_here:

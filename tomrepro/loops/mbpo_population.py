@@ -34,11 +34,12 @@ FAILURE = "failure.json"
 
 
 class RunFailed(TomreproError):
-    """A run of a population failed; the others finished (their paths are in `finished`)."""
+    """Runs of a population failed (`errors`: one line per directory); the others finished
+    (`finished`)."""
 
-    def __init__(self, message: str, finished: list[Path]) -> None:
-        super().__init__(message)
-        self.finished = finished
+    def __init__(self, errors: dict[Path, str], finished: list[Path]) -> None:
+        super().__init__("; ".join(f"{root}: {error}" for root, error in errors.items()))
+        self.errors, self.finished = errors, finished
 
 
 def run_population(runs: list[MBPORun]) -> list[Path]:
@@ -54,21 +55,26 @@ def run_population(runs: list[MBPORun]) -> list[Path]:
     roots = [run.paths.root.resolve() for run in runs]
     if len(set(roots)) != len(roots):
         raise ConfigError("two runs of one population write to the same directory")
+    failures: dict[Path, Exception] = {}
     with ExitStack() as locks:
-        for run in runs:
-            locks.enter_context(run.directory().lock(break_lock=run.break_lock))
-        failures = _step_all(runs)
+        locked = []
+        for run in runs:  # a directory held by another writer fails its run, not the others
+            try:
+                locks.enter_context(run.directory().lock(break_lock=run.break_lock))
+                locked.append(run)
+            except TomreproError as exc:
+                failures[run.paths.root] = exc
+        if locked:
+            failures.update(_step_all(locked, record=len(runs) > 1))
     if len(runs) == 1 and failures:  # a run alone fails as it always did: with its own error
         raise next(iter(failures.values()))
     finished = [r.paths.root for r in runs if r.paths.root not in failures]
     if failures:
-        raise RunFailed(
-            "; ".join(f"{root}: {_one_line(exc)}" for root, exc in failures.items()), finished
-        )
+        raise RunFailed({root: _one_line(exc) for root, exc in failures.items()}, finished)
     return [run.paths.root for run in runs]
 
 
-def _step_all(runs: list[MBPORun]) -> dict[Path, Exception]:
+def _step_all(runs: list[MBPORun], record: bool) -> dict[Path, Exception]:
     """The lockstep loop; the errors of the runs that failed, by directory."""
     first = runs[0]
     task, device = first.task, first.device
@@ -82,8 +88,7 @@ def _step_all(runs: list[MBPORun]) -> dict[Path, Exception]:
         device,
         [run.sac_generator() for run in runs],
     )
-    failures: dict[Path, Exception] = {}
-    record = len(runs) > 1  # a population marks a failed run on disk; a run alone just raises
+    failures: dict[Path, Exception] = {}  # `record`: mark failed runs on disk (a run alone raises)
     active: list[tuple[MBPORun, RunState]] = []
     for r, run in enumerate(runs):
         state = _guarded(run, failures, lambda run=run, r=r: run.open(SACRun(sac, r)), False)
