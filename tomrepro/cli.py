@@ -699,6 +699,12 @@ def _csv(kind: type):
 @click.option("--num-cpus", type=int, default=None, help="CPUs of the local Ray (default: all).")
 @click.option("--cpus-per-run", type=float, default=1.0, show_default=True)
 @click.option("--gpus-per-run", type=float, default=0.0, show_default=True)
+@click.option(
+    "--runs-per-population",
+    type=int,
+    default=None,
+    help="Runs stepped together in one process (one batched SAC); default 1 on CPU, 16 on GPU.",
+)
 @device_option()
 @click.option("--rerun-complete", is_flag=True, help="Redo finished runs.")
 @click.option(
@@ -729,6 +735,7 @@ def sweep(
     num_cpus: int | None,
     cpus_per_run: float,
     gpus_per_run: float,
+    runs_per_population: int | None,
     device: str | None,
     rerun_complete: bool,
     summary: Path | None,
@@ -768,6 +775,7 @@ def sweep(
         summary_path=summary,
         curves_path=curves,
         verbose=verbose,
+        runs_per_population=runs_per_population,
     )
     for entry in result.runs:
         info = entry.get("summary") or {}
