@@ -1,28 +1,37 @@
-"""SAC updates of a population of R runs in one process against separate single runs.
+"""Populations of R runs in one process against single runs: the SAC update alone, then whole
+MBPO runs.
 
-The SAC update is the online loop's largest phase (5 updates per env step on average at the
-official schedule). A population steps R runs' agents with one batched update; this prints, for
-each R, the milliseconds of one population update, updates per second per run and in aggregate,
-and the aggregate against R single runs updated one after another in one process (the time R
-separate processes would need on one core). Hopper's sizes, 256 x 256 networks, batch 256.
+1. SAC updates (the online loop's largest phase: 5 per env step on average at the official
+   schedule): milliseconds of one population update, updates per second per run and in
+   aggregate, against R single-run updates one after another. Hopper's sizes, 256 x 256, batch 256.
+2. MBPO runs of Hopper (`--mbpo-steps` env steps each, the default profile's networks and the
+   official schedule; `--rollout-batch` model rollouts per round, 10 000 here against MBPO's
+   100 000 to keep the benchmark short), half MLE and half TOM, seeds 0..R-1: env steps per
+   second per run and in aggregate and the share of time per phase for a population of R, and
+   the same R runs as separate processes (one per CPU core, one torch thread each).
 
-Run: `python benchmarks/population.py [--sizes 1 4 16 32] [--device auto] [--seconds 3]`.
-Not measured here yet: env steps per second of whole MBPO populations (the population loop is
-not built), CUDA graphs (not built). On a GPU the same script measures the eager CUDA path.
+Run: `python benchmarks/population.py [--sizes 1 4 16 32] [--mbpo-sizes 1 2 4] [--device auto]`.
+CUDA graphs are not built yet; on a GPU this measures the eager CUDA path.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
+import tempfile
 import time
+from concurrent.futures import ProcessPoolExecutor
+from pathlib import Path
 
 import numpy as np
 import torch
 
-from tomrepro.core.config import SACConfig
+from tomrepro.core.config import ProfileConfig, SACConfig, load_profile, with_overrides
 from tomrepro.learning.devices import resolve_device
 from tomrepro.learning.reference_speed import sac_update_ms
 from tomrepro.learning.sac import SAC, SACBatch
+from tomrepro.loops.mbpo import PHASES, MBPORun, run_status
+from tomrepro.loops.mbpo_population import run_population
 
 OBS_DIM, ACT_DIM, BATCH = 11, 3, 256
 
@@ -62,11 +71,68 @@ def seconds_per_update(runs: int, device: torch.device, seconds: float) -> float
     return float(np.median(times))
 
 
+def mbpo_profile(steps: int, rollout_batch: int) -> ProfileConfig:
+    return with_overrides(
+        load_profile("default"),
+        "mbpo",
+        tasks=["Hopper-v5"],
+        env_steps=steps,
+        random_steps=steps // 2,
+        epoch_length=steps // 2,
+        model_train_every=steps // 2,
+        rollout_batch=rollout_batch,
+        eval_episodes=2,
+    )
+
+
+def _runs(profile: ProfileConfig, count: int, root: Path, device: str) -> list[MBPORun]:
+    return [
+        MBPORun(
+            profile,
+            root / f"r{r}",
+            learner=("mle", "tom")[r % 2],
+            seed=r,
+            device=device,
+            progress=False,
+        )
+        for r in range(count)
+    ]
+
+
+def _alone(profile: ProfileConfig, root: Path, r: int, device: str) -> None:
+    torch.set_num_threads(1)
+    _runs(profile, r + 1, root, device)[r].run()
+
+
+def mbpo_population(count: int, profile: ProfileConfig, device: str, separate: bool) -> dict:
+    """Wall seconds of `count` runs as one population, or as separate processes (one per
+    core), and the phase seconds summed over the runs."""
+    with tempfile.TemporaryDirectory() as tmp:
+        root = Path(tmp)
+        tick = time.perf_counter()
+        if separate:
+            with ProcessPoolExecutor(max_workers=min(count, os.cpu_count() or 1)) as pool:
+                args = ([profile] * count, [root] * count, range(count), [device] * count)
+                list(pool.map(_alone, *args))
+        else:
+            run_population(_runs(profile, count, root, device))
+        wall = time.perf_counter() - tick
+        phases = dict.fromkeys(PHASES, 0.0)
+        for r in range(count):
+            for k, v in ((run_status(root / f"r{r}") or {})["summary"]["seconds"]).items():
+                phases[k] += v
+    return {"wall": wall, "phases": phases}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--sizes", type=int, nargs="+", default=[1, 4, 16, 32])
     parser.add_argument("--device", default="auto")
     parser.add_argument("--seconds", type=float, default=3.0)
+    parser.add_argument("--mbpo-sizes", type=int, nargs="*", default=[1, 2, 4])
+    parser.add_argument("--mbpo-steps", type=int, default=500)
+    parser.add_argument("--rollout-batch", type=int, default=10_000)
+    parser.add_argument("--no-separate", action="store_true", help="Skip the process baseline.")
     args = parser.parse_args()
     device = resolve_device(args.device)
     print(
@@ -81,6 +147,24 @@ def main() -> None:
             f"{runs:>4}{1000 * t:>11.2f}{1 / t:>11.1f}{runs / t:>11.1f}{runs * single / t:>13.2f}x"
         )
     print("vs R singles: R single-run updates one after another / one population update")
+    if not args.mbpo_sizes:
+        return
+    profile = mbpo_profile(args.mbpo_steps, args.rollout_batch)
+    steps = args.mbpo_steps
+    print(f"\nMBPO, Hopper, {steps} env steps per run (half random), runs alternate MLE / TOM")
+    head = f"{'R':>4} {'how':<12}{'wall s':>8}{'steps/s/run':>13}{'steps/s all':>13}  phases"
+    print(head)
+    modes = [False] if args.no_separate or device.type == "cuda" else [False, True]
+    for runs in args.mbpo_sizes:
+        for separate in modes:
+            r = mbpo_population(runs, profile, str(device), separate)
+            total = sum(r["phases"].values()) or 1.0
+            shares = " ".join(f"{k} {100 * v / total:.0f}%" for k, v in r["phases"].items() if v)
+            how = "processes" if separate else "population"
+            print(
+                f"{runs:>4} {how:<12}{r['wall']:>8.1f}{steps / r['wall']:>13.1f}"
+                f"{runs * steps / r['wall']:>13.1f}  {shares}"
+            )
 
 
 if __name__ == "__main__":

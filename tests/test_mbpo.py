@@ -236,3 +236,34 @@ def test_runs_that_cannot_share_an_agent_are_refused(tmp_path):
         run_population([a, b])
     with pytest.raises(ConfigError, match="same directory"):
         run_population([a, MBPORun(smoke(), tmp_path / "a", learner="tom", progress=False)])
+
+
+_POPULATION = """
+import sys
+from pathlib import Path
+from tomrepro.core.config import load_profile
+from tomrepro.loops.mbpo import MBPORun
+from tomrepro.loops.mbpo_population import run_population
+root = Path(sys.argv[1])
+profile = load_profile("smoke", Path(sys.argv[2]))
+run_population([MBPORun(profile, root / m, learner=m, progress=False) for m in ("tom", "pmac")])
+"""
+
+
+def test_sigkill_of_a_population_then_restart_gives_each_run_its_curve(runs, tmp_path):
+    """Killed once both runs have checkpointed at epoch 2, restarted: each run's curve and buffer
+    equal the run's uninterrupted curve alone."""
+    cmd = [sys.executable, "-c", _POPULATION, str(tmp_path), str(REPO_ROOT / "pipelines")]
+    env = {**os.environ, "PYTHONHASHSEED": "0"}
+    proc = subprocess.Popen(cmd, cwd=REPO_ROOT, env=env, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 120
+    while min(_checkpoint_step(tmp_path / m / "checkpoint.pt") for m in ("tom", "pmac")) < 400:
+        assert proc.poll() is None, "the population ended before it could be killed"
+        assert time.monotonic() < deadline
+        time.sleep(0.02)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert run_status(tmp_path / "tom") is None and run_status(tmp_path / "pmac") is None
+    assert subprocess.run(cmd, cwd=REPO_ROOT, env=env, capture_output=True).returncode == 0
+    for learner in ("tom", "pmac"):
+        _same_run(tmp_path / learner, runs[learner])
