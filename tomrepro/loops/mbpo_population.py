@@ -16,9 +16,11 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import time
 import traceback
-from contextlib import ExitStack
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import ExitStack, nullcontext
 from pathlib import Path
 
 import numpy as np
@@ -97,27 +99,35 @@ def _step_all(runs: list[MBPORun], record: bool) -> dict[Path, Exception]:
     if active and len(active) < len(runs):
         sac, active = _regroup(sac, active)
     updates = first.cfg.updates_per_step
-    while active:
-        stepping = []
-        for run, state in active:
-            going = _guarded(run, failures, lambda r=run, s=state: r.before_updates(s), record)
-            if going:
-                stepping.append((run, state))
-            elif going is False:
-                _guarded(run, failures, lambda r=run, s=state: r.finish(s), record)
-        if len(stepping) != len(active):
-            sac, active = _regroup(sac, stepping) if stepping else (sac, [])
-            if not active:
-                break
-        burst = first.bursts_now(active[0][1])
-        stats, seconds = None, 0.0
-        if burst:
-            tick = time.perf_counter()
-            for _ in range(updates):
-                stats = sac.update(_stack([state.sampler.sample() for _, state in active]))
-            seconds = (time.perf_counter() - tick) / len(active)
-        for r, (run, state) in enumerate(active):
-            run.after_updates(state, None if stats is None else stats[r], seconds)
+
+    def advance(item: tuple[MBPORun, RunState]) -> bool | None:
+        """One run's env step and everything before its burst (finishing it at its end)."""
+        run, state = item
+        going = _guarded(run, failures, lambda: run.before_updates(state), record)
+        if going is False:
+            _guarded(run, failures, lambda: run.finish(state), record)
+        return going
+
+    # The runs' own phases (env steps, model rounds, evaluation, checkpoints) run on the CPU
+    # cores in parallel: MuJoCo and torch release the GIL, and no run touches another's state.
+    workers = min(len(runs), os.cpu_count() or 1)
+    with ThreadPoolExecutor(workers) if workers > 1 else nullcontext() as pool:
+        while active:
+            going = list(pool.map(advance, active)) if pool else [advance(a) for a in active]
+            stepping = [item for item, g in zip(active, going, strict=True) if g]
+            if len(stepping) != len(active):
+                sac, active = _regroup(sac, stepping) if stepping else (sac, [])
+                if not active:
+                    break
+            burst = first.bursts_now(active[0][1])
+            stats, seconds = None, 0.0
+            if burst:
+                tick = time.perf_counter()
+                for _ in range(updates):
+                    stats = sac.update(_stack([state.sampler.sample() for _, state in active]))
+                seconds = (time.perf_counter() - tick) / len(active)
+            for r, (run, state) in enumerate(active):
+                run.after_updates(state, None if stats is None else stats[r], seconds)
     return failures
 
 
