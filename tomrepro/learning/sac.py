@@ -304,6 +304,9 @@ class SACRun:
         self.critic = TwinCritic(obs_dim, act_dim, hidden)
         self.critic_target = TwinCritic(obs_dim, act_dim, hidden)
         _alias_rows(self.actor.net, actor.net, slice(run, run + 1))
+        # The population's own bounds, not ones recomputed from them (which could differ in the
+        # last bit for bounds that are not dyadic).
+        self.actor.action_scale, self.actor.action_bias = actor.action_scale, actor.action_bias
         _alias_rows(self.critic.net, population.critic.net, slice(2 * run, 2 * run + 2))
         _alias_rows(
             self.critic_target.net, population.critic_target.net, slice(2 * run, 2 * run + 2)

@@ -81,11 +81,11 @@ def _step_all(runs: list[MBPORun], record: bool) -> dict[Path, Exception]:
     first = runs[0]
     task, device = first.task, first.device
     shape = first.agent_shape()
+    bounds = np.asarray(shape[2], dtype=np.float32), np.asarray(shape[3], dtype=np.float32)
     sac = SAC(
         task.obs_dim,
         task.act_dim,
-        np.asarray(shape[2], dtype=np.float32),
-        np.asarray(shape[3], dtype=np.float32),
+        *bounds,
         first.sac_cfg,
         device,
         [run.sac_generator() for run in runs],
@@ -97,7 +97,7 @@ def _step_all(runs: list[MBPORun], record: bool) -> dict[Path, Exception]:
         if state is not None:
             active.append((run, state))
     if active and len(active) < len(runs):
-        sac, active = _regroup(sac, active)
+        sac, active = _regroup(sac, active, bounds)
     updates = first.cfg.updates_per_step
 
     def advance(item: tuple[MBPORun, RunState]) -> bool | None:
@@ -116,7 +116,7 @@ def _step_all(runs: list[MBPORun], record: bool) -> dict[Path, Exception]:
             going = list(pool.map(advance, active)) if pool else [advance(a) for a in active]
             stepping = [item for item, g in zip(active, going, strict=True) if g]
             if len(stepping) != len(active):
-                sac, active = _regroup(sac, stepping) if stepping else (sac, [])
+                sac, active = _regroup(sac, stepping, bounds) if stepping else (sac, [])
                 if not active:
                     break
             burst = first.bursts_now(active[0][1])
@@ -153,16 +153,15 @@ def _one_line(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {text.splitlines()[0]}" if text else type(exc).__name__
 
 
-def _regroup(sac: SAC, active: list) -> tuple[SAC, list]:
+def _regroup(
+    sac: SAC, active: list[tuple[MBPORun, RunState]], bounds: tuple[np.ndarray, np.ndarray]
+) -> tuple[SAC, list[tuple[MBPORun, RunState]]]:
     """A new population agent of the runs still going, each moved over with its exact state."""
     states = [state.sac.state_dict() for _, state in active]
-    first = sac.actor
-    low = (first.action_bias - first.action_scale).cpu().numpy()
-    high = (first.action_bias + first.action_scale).cpu().numpy()
-    obs_dim = first.net.layers[0].weight.shape[1]
-    act_dim = first.net.layers[-1].weight.shape[2] // 2
+    obs_dim = sac.actor.net.layers[0].weight.shape[1]
+    act_dim = sac.actor.net.layers[-1].weight.shape[2] // 2
     generators = [torch.Generator(device=sac.device) for _ in active]
-    smaller = SAC(obs_dim, act_dim, low, high, sac.cfg, sac.device, generators)
+    smaller = SAC(obs_dim, act_dim, *bounds, sac.cfg, sac.device, generators)
     for r, ((_, state), saved) in enumerate(zip(active, states, strict=True)):
         state.sac = SACRun(smaller, r)
         state.sac.load_state_dict(saved)
