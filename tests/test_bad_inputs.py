@@ -172,6 +172,8 @@ def test_a_well_formed_d4rl_file_of_the_same_shape_imports(tmp_path, run_cli):
         ("--cpus-per-run", "inf"),
         ("--gpus-per-run", "-1"),
         ("--gpus-per-run", "nan"),
+        ("--runs-per-population", "0"),
+        ("--runs-per-population", "-2"),
     ],
 )
 def test_impossible_sweep_resources_are_refused_before_ray_starts(option, value, tmp_path, run_cli):
