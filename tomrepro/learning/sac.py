@@ -53,7 +53,7 @@ class SquashedGaussianActor(nn.Module):
     ) -> None:
         super().__init__()
         self.members = members
-        self.net = BatchedMLP(members, obs_dim, hidden, 2 * act_dim)
+        self.net = BatchedMLP(members, obs_dim, hidden, 2 * act_dim, group=1)
         self.register_buffer("action_scale", torch.as_tensor((high - low) / 2, dtype=torch.float32))
         self.register_buffer("action_bias", torch.as_tensor((high + low) / 2, dtype=torch.float32))
 
@@ -118,7 +118,7 @@ class TwinCritic(nn.Module):
     def __init__(self, obs_dim: int, act_dim: int, hidden: tuple[int, ...], members: int = 1):
         super().__init__()
         self.members = members
-        self.net = BatchedMLP(2 * members, obs_dim + act_dim, hidden, 1)
+        self.net = BatchedMLP(2 * members, obs_dim + act_dim, hidden, 1, group=2)
 
     def forward(self, obs: torch.Tensor, act: torch.Tensor) -> torch.Tensor:
         x = torch.cat((obs, act), dim=-1)
