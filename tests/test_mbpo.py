@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -267,3 +268,15 @@ def test_sigkill_of_a_population_then_restart_gives_each_run_its_curve(runs, tmp
     assert subprocess.run(cmd, cwd=REPO_ROOT, env=env, capture_output=True).returncode == 0
     for learner in ("tom", "pmac"):
         _same_run(tmp_path / learner, runs[learner])
+
+
+def test_a_finished_run_drops_out_of_its_population(runs, tmp_path):
+    """A run already complete on disk is skipped; the others run as if alone."""
+    shutil.copytree(runs["pmac"], tmp_path / "pmac")
+    before = (tmp_path / "pmac" / "run.json").read_text()
+    population = [
+        MBPORun(smoke(), tmp_path / m, learner=m, progress=False) for m in ("pmac", "mle")
+    ]
+    run_population(population)
+    assert (tmp_path / "pmac" / "run.json").read_text() == before
+    _same_run(tmp_path / "mle", runs["mle"])
