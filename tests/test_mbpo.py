@@ -251,6 +251,7 @@ run_population([MBPORun(profile, root / m, learner=m, progress=False) for m in (
 """
 
 
+@pytest.mark.slow  # ~1 min; the single-run SIGKILL test covers the same resume path in `make test`
 def test_sigkill_of_a_population_then_restart_gives_each_run_its_curve(runs, tmp_path):
     """Killed once both runs have checkpointed at epoch 2, restarted: each run's curve and buffer
     equal the run's uninterrupted curve alone."""

@@ -12,7 +12,7 @@ import torch
 from .conftest import REPO_ROOT  # noqa: F401  (sets the Ray and DVC environment)
 
 
-@pytest.mark.parametrize("population", ["1", "2"])
+@pytest.mark.parametrize("population", ["1", pytest.param("2", marks=pytest.mark.slow)])
 def test_two_run_sweep_reports_failure_then_skips(run_cli, tmp_path, population):
     """Runs alone (one Ray task each) or packed into one population: the same outcome."""
     out = tmp_path / "sweep"
