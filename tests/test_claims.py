@@ -220,6 +220,37 @@ def test_c4_is_inconclusive_while_a_significant_upward_slope_remains(tmp_path):
     assert "not converged" in rows[0].note and "mle, tom" in rows[0].note
 
 
+def _drifting_plateaus(rng, rise: float) -> dict[str, dict[str, np.ndarray]]:
+    """Equal plateaus of both arms plus a straight drift that rises by `rise` of the gain over
+    the slope window."""
+    levels = rng.normal(800, 20, SEEDS)
+    span = float(STEPS[-1] - STEPS[-RULES.slope_evaluations])
+    drift = rise * (levels.mean() - 10.0) * STEPS / span
+    return {HOPPER: {m: _plateaus(rng, levels, STEPS, noise=1.0) + drift for m in ("mle", "tom")}}
+
+
+@pytest.mark.parametrize("share, gated", [(0.2, False), (3.0, True)])
+def test_c4_gates_only_a_rise_significantly_above_the_plateau_tolerance(tmp_path, share, gated):
+    rng = np.random.default_rng(5)
+    runs = _drifting_plateaus(rng, share * RULES.slope_tolerance)
+    curves = _read_curves(tmp_path, _table(runs, STEPS))
+    rows = judge().same_final_return(curves, HOPPER)
+    for m in ("mle", "tom"):
+        rise = rows[0].evidence[f"end_slope_{m} (gain share over the window)"]
+        low, high, _ = sign_flip_interval(np.asarray(rise), RULES.confidence)
+        assert low > 0  # sanity: the drift is significant, so a gate without tolerance fires
+        assert (low > RULES.slope_tolerance) == gated and (high < RULES.slope_tolerance) != gated
+    assert ("not converged" in rows[0].note) == gated, rows[0]
+    if gated:
+        assert [r.verdict for r in rows] == ["inconclusive", "inconclusive"]
+        assert rows[0].p_value is None  # untested: outside Holm's family
+    else:
+        assert rows[0].verdict == "reproduced" and rows[0].p_value is not None
+    assert f"plateau tolerance {RULES.slope_tolerance:g}" in rows[0].rule
+    strict = judge(RULES.model_copy(update={"slope_tolerance": 0.0}))
+    assert "not converged" in strict.same_final_return(curves, HOPPER)[0].note
+
+
 # --- several tasks: Holm and aggregates ---------------------------------------------------------
 
 # Per-seed gains whose exact one-sided p-value is 20/1024: significant alone at 2.5 %, not after
@@ -253,6 +284,50 @@ def test_holm_downgrades_a_per_task_reproduced_that_does_not_survive_correction(
         assert row.verdict == "inconclusive" and "Holm" in row.note
         assert row.evidence["holm_adjusted_p"] == pytest.approx(2 * p)
     strong = _area_rows(_two_task_curves(tmp_path, {HOPPER: MODERATE, PENDULUM: MODERATE + 0.2}))
+    assert strong[PENDULUM].verdict == "reproduced"
+    assert strong[HOPPER].verdict == "reproduced"  # the larger p is multiplied by 1
+    assert strong[HOPPER].evidence["holm_adjusted_p"] == pytest.approx(p)
+
+
+# Per-seed distances of TOM's final below the upper margin whose exact one-sided p-value is
+# 43/1024: equivalent alone (TOST at 5 %), not after Holm's correction for two rows.
+NEAR_MARGIN = np.array([1, 2, 3, 4, 5, 6, 7, 8, 9, -10.5]) / 100
+
+
+def _two_task_finals(tmp_path, effects: dict[str, np.ndarray]) -> list[ClaimResult]:
+    """Flat curves from 10 to 810 (MLE) and to 810 + 800 x effect (TOM) after one evaluation."""
+    jump = (STEPS > 0).astype(np.float64)
+    runs = {
+        t: {
+            "mle": 10.0 + 800.0 * np.tile(jump, (SEEDS, 1)),
+            "tom": 10.0 + np.outer(800.0 * (1 + e), jump),
+        }
+        for t, e in effects.items()
+    }
+    curves = _read_curves(tmp_path, _table(runs, STEPS))
+    return judge().judge(
+        datasets.AnalysisData(offline=None, curves={"scratch": curves}, finite=None)
+    )
+
+
+def _c4_rows(results: list[ClaimResult], role: str = "primary") -> dict[str, ClaimResult]:
+    return {r.scope.split(",")[0]: r for r in results if r.claim_id == "C4" and r.role == role}
+
+
+def test_holm_covers_c4s_equivalence_rows_with_the_tost_p_value(tmp_path):
+    effects = RULES.equivalence_margin - NEAR_MARGIN
+    p = sign_flip_interval(NEAR_MARGIN, RULES.confidence)[2]
+    alpha = 1 - RULES.confidence  # each one-sided test of the TOST (90 % interval)
+    assert alpha / 2 < p <= alpha  # sanity check of the hand-built effects
+    alone = _c4_rows(_two_task_finals(tmp_path, {HOPPER: effects}))[HOPPER]
+    assert alone.verdict == "reproduced" and alone.p_value == pytest.approx(p)
+    assert "holm_adjusted_p" not in alone.evidence
+    both = _two_task_finals(tmp_path, {HOPPER: effects, PENDULUM: effects})
+    for row in _c4_rows(both).values():
+        assert row.verdict == "inconclusive" and "Holm" in row.note
+        assert row.evidence["holm_adjusted_p"] == pytest.approx(2 * p)
+    assert all("holm_adjusted_p" not in r.evidence for r in _c4_rows(both, "secondary").values())
+    strong = _c4_rows(_two_task_finals(tmp_path, {HOPPER: effects, PENDULUM: effects * 0}))
     assert strong[PENDULUM].verdict == "reproduced"
     assert strong[HOPPER].verdict == "reproduced"  # the larger p is multiplied by 1
     assert strong[HOPPER].evidence["holm_adjusted_p"] == pytest.approx(p)

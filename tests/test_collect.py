@@ -4,6 +4,7 @@ finished runs, skipping finished work, and bad options."""
 
 from __future__ import annotations
 
+import logging
 import os
 import shutil
 import signal
@@ -24,7 +25,14 @@ from tomrepro.core.noise import StepNoise
 from tomrepro.core.seeding import derive_seed
 from tomrepro.learning.policy import SnapshotPolicy
 from tomrepro.learning.sac import SquashedGaussianActor
-from tomrepro.loops.collect import Collector, collect_runs, run_dir, snapshot_steps
+from tomrepro.learning.serialization import load_tensors, save_tensors
+from tomrepro.loops.collect import (
+    Collector,
+    CollectPaths,
+    collect_runs,
+    run_dir,
+    snapshot_steps,
+)
 
 SMOKE = load_profile("smoke", REPO_ROOT / "pipelines")
 PROFILE_NAMES = ("smoke", "default", "paper")
@@ -280,3 +288,36 @@ def test_overwrite_replaces_an_unreadable_buffer_file(tmp_path, run_cli):
     code, _, err = run_cli(*base, "--overwrite")
     assert code == 0, err
     assert read_buffer(out / "seed_0" / "buffer.h5").metadata.complete
+
+
+class _Stopped(Exception):
+    """Stands for a kill right after a checkpoint was written."""
+
+
+def test_resume_passes_over_checkpoints_that_lack_entries(collected, tmp_path, monkeypatch, caplog):
+    """Stopped after snapshot 3; then snapshot 3's checkpoint lacks `config` and snapshot 2's
+    `env_step`: the resume starts from snapshot 1 and ends with the uninterrupted run's file."""
+    out = tmp_path / "run"
+    checkpoint = Collector._checkpoint
+
+    def checkpoint_then_stop(self, run):
+        checkpoint(self, run)
+        if run.version == 3:
+            raise _Stopped
+
+    monkeypatch.setattr(Collector, "_checkpoint", checkpoint_then_stop)
+    with pytest.raises(_Stopped):
+        Collector(SMOKE, out, progress=False).run()
+    monkeypatch.undo()
+    paths = CollectPaths(out)
+    for version, entry in ((3, "config"), (2, "env_step")):
+        payload = load_tensors(paths.checkpoint(version), "agent checkpoint")
+        del payload[entry]
+        save_tensors(payload, paths.checkpoint(version))
+    c = SMOKE.collect
+    first = snapshot_steps(c.random_steps, c.snapshot_every, c.env_steps)[0]
+    with caplog.at_level(logging.INFO, logger="tomrepro.loops.collect"):
+        Collector(SMOKE, out, progress=False).run()
+    assert f"resuming at env step {first} (policy version 1)" in caplog.text
+    assert "lacks config" in caplog.text and "lacks env_step" in caplog.text
+    assert content_digest(paths.buffer) == content_digest(collected / "buffer.h5")

@@ -16,7 +16,7 @@ Several per-task rows of one claim are Holm-corrected. Rows whose rule holds by 
 from __future__ import annotations
 
 import math
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from typing import Any
 
 import numpy as np
@@ -37,6 +37,7 @@ from tomrepro.analysis.statistics import (
     decide,
     decide_equivalence,
     holm,
+    sign_flip_interval,
     slope_per_step,
 )
 from tomrepro.core.config import AnalysisConfig
@@ -324,7 +325,7 @@ class ClaimJudge:
             )
             evidence[f"end_slope_{m} (gain share over the window)"] = (slopes / scale).tolist()
             slope = self._decide(slopes / scale, 0.0, 2)
-            if slope.estimate is not None and slope.estimate.low > 0:
+            if slope.estimate is not None and slope.estimate.low > self.cfg.slope_tolerance:
                 rising.append(m)
         gain = float(finals["mle"].mean()) - r0
         if gain <= 0:
@@ -332,18 +333,17 @@ class ClaimJudge:
         effects = (finals["tom"] - finals["mle"]) / gain
         margin = self.cfg.equivalence_margin
         rows = []
-        if rising:
-            why = f"not converged: a significant upward slope over the last {window} "
-            why += f"evaluations ({', '.join(rising)})"
+        tolerance = self.cfg.slope_tolerance
+        seed = derive_seed(self.seed, "analysis/bootstrap")
+        if rising:  # untested, so no p-value: the row stays out of Holm's family
+            why = f"not converged: a rise over the last {window} evaluations significantly above "
+            why += f"{tolerance:g} of the gain ({', '.join(rising)})"
             equivalence = Decision("inconclusive", None, len(effects), margin, note=why)
         else:
             equivalence = decide_equivalence(
-                effects,
-                margin,
-                self.cfg.confidence,
-                self.cfg.min_online_seeds,
-                derive_seed(self.seed, "analysis/bootstrap"),
+                effects, margin, self.cfg.confidence, self.cfg.min_online_seeds, seed
             )
+            equivalence = replace(equivalence, p_value=_tost_p(effects, margin, seed))
         pct = f"{100 * (2 * self.cfg.confidence - 1):g}%"
         rows.append(
             make_row(
@@ -351,11 +351,14 @@ class ClaimJudge:
                 scope,
                 "primary",
                 measure,
-                f"final = mean of each run's last {n_final} evaluations; only converged arms (no "
-                f"significant upward slope over the last {window} evaluations) and not both at "
-                f"the task maximum; equivalence: the exact {pct} sign-flip interval inside "
-                f"(-{margin:g}, {margin:g}) is reproduced, wholly outside it not reproduced; "
-                f"indicative with fewer than {self.cfg.min_online_seeds} paired seeds",
+                f"final = mean of each run's last {n_final} evaluations; only converged arms and "
+                "not both at the task maximum; an arm is not converged when the "
+                f"{self._pct} interval of its runs' rise over the last {window} evaluations "
+                f"(least-squares slope x window span, share of MLE's mean gain) lies above the "
+                f"plateau tolerance {tolerance:g}; equivalence: the exact {pct} sign-flip "
+                f"interval inside (-{margin:g}, {margin:g}) is reproduced, wholly outside it not "
+                "reproduced; p = the larger of the two one-sided p-values (TOST); indicative "
+                f"with fewer than {self.cfg.min_online_seeds} paired seeds",
                 equivalence,
                 evidence,
             )
@@ -446,9 +449,11 @@ class ClaimJudge:
                     c3 += rows
                     if kind == "scratch":
                         c4 += self.same_final_return(curves, str(t))
-            c3 = _holm_corrected(c3, primary, self.cfg.confidence)
+            c3 = _holm_corrected(c3, primary, (1 - self.cfg.confidence) / 2)
             if kind == "scratch":
                 c3 += self.aggregate(curves)
+        # C4's equivalence rows: each one-sided test of the TOST at 1 - confidence (90 % interval).
+        c4 = _holm_corrected(c4, [r for r in c4 if r.role == "primary"], 1 - self.cfg.confidence)
         results += c3 or [lacking("C3", "MBPO", "primary", "", "no MBPO runs")]
         results += c4 or [lacking("C4", "MBPO", "primary", "", "no from-scratch MBPO runs")]
         results += self.recovers_ratio(data.finite)
@@ -457,14 +462,14 @@ class ClaimJudge:
 
 
 def _holm_corrected(
-    rows: list[ClaimResult], family: list[ClaimResult], confidence: float
+    rows: list[ClaimResult], family: list[ClaimResult], alpha: float
 ) -> list[ClaimResult]:
     """`reproduced` rows of `family` (per-task rows of one claim) whose Holm-adjusted p-value
-    misses the one-sided level become `inconclusive`, with the adjusted p-value recorded."""
+    misses the level `alpha` of the row's test become `inconclusive`, with the adjusted p-value
+    recorded."""
     if len(family) < 2:
         return rows
     adjusted = dict(zip((id(r) for r in family), holm([r.p_value for r in family]), strict=True))
-    alpha = (1 - confidence) / 2
     out = []
     for r in rows:
         if id(r) in adjusted:
@@ -478,6 +483,19 @@ def _holm_corrected(
             )
         out.append(r)
     return out
+
+
+def _tost_p(effects: np.ndarray, margin: float, seed: int) -> float | None:
+    """p-value of the two one-sided sign-flip tests of |mean| >= margin: the larger of the two.
+    Each at level a agrees with the matching end of the 1 - 2a interval `decide_equivalence`
+    draws from the same seed (the same subsets)."""
+    d = np.asarray(effects, dtype=np.float64)
+    d = d[np.isfinite(d)]
+    if len(d) < 2:
+        return None
+    above = sign_flip_interval(d + margin, 0.5, np.random.default_rng(seed))[2]
+    below = sign_flip_interval(margin - d, 0.5, np.random.default_rng(seed))[2]
+    return max(above, below)
 
 
 def scope_name(task: str, snapshot: int) -> str:

@@ -401,6 +401,12 @@ class AnalysisConfig(Section):
         description="C4: the last N evaluations must show no significant upward slope for a "
         "run group to count as converged.",
     )
+    slope_tolerance: UnitInterval = Field(
+        0.05,
+        description="C4: largest rise over those N evaluations, as a share of MLE's mean gain "
+        "over the first evaluation, that still counts as a plateau; an arm is not converged "
+        "only when its rise's interval lies wholly above it.",
+    )
     equivalence_margin: PositiveFloat = Field(
         0.1,
         description="C4: equivalence margin (and the superiority row's SESOI), as a share of "

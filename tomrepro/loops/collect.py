@@ -198,16 +198,22 @@ class Collector:
             return Start.FRESH  # killed before the first snapshot: nothing to resume
         return start
 
-    def _latest_usable_checkpoint(self, rows_end: int) -> Path | None:
-        """Newest checkpoint of this config whose env step the written buffer covers."""
+    def _latest_usable_checkpoint(self, rows_end: int) -> dict[str, Any] | None:
+        """Newest checkpoint of this config whose env step the written buffer covers. One that
+        cannot be read (cut short by a kill) or lacks an entry is passed over like a missing
+        one: an older one will do, and with none the run starts over."""
         config = json.dumps(self.config, sort_keys=True)
         for path in sorted(self.paths.checkpoints.glob("agent_v*.pt"), reverse=True):
             try:
                 ckpt = load_tensors(path, "agent checkpoint")
-            except TomreproError:  # cut short by a kill: an older one will do
+            except TomreproError:
+                continue
+            missing = _missing_entries(ckpt)
+            if missing:
+                log.warning("collect: %s lacks %s; passed over", path, ", ".join(missing))
                 continue
             if ckpt["config"] == config and int(ckpt["env_step"]) <= rows_end:
-                return path
+                return ckpt
         return None
 
     # --- the run -------------------------------------------------------------------------------
@@ -322,10 +328,9 @@ class Collector:
         """Restore the newest consistent checkpoint into `run` (leave it fresh if there is none)."""
         rows = read_buffer(self.paths.buffer, allow_incomplete=True).buffer.columns()
         rows_end = int(rows["env_steps"][-1]) + 1 if len(rows["env_steps"]) else 0
-        path = self._latest_usable_checkpoint(rows_end)
-        if path is None:
+        ckpt = self._latest_usable_checkpoint(rows_end)
+        if ckpt is None:
             return
-        ckpt = load_tensors(path, "agent checkpoint")
         step = int(ckpt["env_step"])
         keep = rows["env_steps"] < step
         run.buffer.extend({k: v[keep] for k, v in rows.items()})
@@ -367,6 +372,31 @@ class Collector:
             "collect: timings env %.1fs, sac updates %.1fs, writing %.1fs",
             *(timings[k] for k in ("env", "sac_updates", "writing")),
         )
+
+
+# What `_resume` reads from an agent checkpoint, at the top level and under "loop".
+_CHECKPOINT_ENTRIES = (
+    "config",
+    "env_step",
+    "policy_version",
+    "sac",
+    "sampler_generator",
+    "env",
+    "observation",
+    "loop",
+)
+_LOOP_ENTRIES = ("episode", "episode_step", "episode_return", "updates")
+
+
+def _missing_entries(ckpt: dict[str, Any]) -> list[str]:
+    """The entries `_resume` needs that an agent checkpoint lacks (none for a whole one)."""
+    missing = [k for k in _CHECKPOINT_ENTRIES if k not in ckpt]
+    loop = ckpt.get("loop")
+    if isinstance(loop, dict):
+        missing += [f"loop.{k}" for k in _LOOP_ENTRIES if k not in loop]
+    elif "loop" in ckpt:
+        missing.append("loop (not a mapping)")
+    return missing
 
 
 # Names a collect directory held when it was one run (before runs were the offline study's units).
