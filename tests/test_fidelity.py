@@ -52,13 +52,14 @@ def test_update_schedule_matches_the_official_rule(burst, cap):
 def test_mbpo_loop_trains_at_exactly_the_official_steps(tmp_path, monkeypatch):
     profile = load_profile("smoke")  # epochs of 200 steps, bursts of 4 capped at 2 per step
     seen: list[int] = []
-    original = MBPORun._train_agent
+    original = MBPORun.after_updates
 
-    def record(self, state):
-        seen.append(state.loop.step)
-        return original(self, state)
+    def record(self, state, stats, seconds):
+        if stats is not None:  # a burst of SAC updates ran at this env step
+            seen.append(state.loop.step)
+        return original(self, state, stats, seconds)
 
-    monkeypatch.setattr(MBPORun, "_train_agent", record)
+    monkeypatch.setattr(MBPORun, "after_updates", record)
     run = MBPORun(profile, tmp_path / "run", learner="mle", progress=False)
     run.run()
     m = profile.mbpo

@@ -472,6 +472,38 @@ def finite_mdp_command(profile: str, mdps: int | None, seed: int | None, out: Pa
         click.echo(line)
 
 
+@cli.command()
+@profile_option("Profile whose stages are estimated.")
+@device_option()
+@click.option(
+    "--out",
+    type=click.Path(path_type=Path),
+    default=None,
+    help="Also write the plan as JSON (the analysis reads datasets/PROFILE/plan.json).",
+)
+@click.option(
+    "--seconds-per-phase",
+    type=click.FloatRange(min=0.01, max=10),
+    default=0.5,
+    show_default=True,
+    help="How long each phase is timed, per task of the profile.",
+)
+def plan(profile: str, device: str | None, out: Path | None, seconds_per_phase: float) -> None:
+    """Estimate each stage's wall time on this machine from a few seconds of each phase."""
+    from tomrepro.core.config import load_profile
+    from tomrepro.learning.reference_speed import sac_update_ms
+    from tomrepro.loops.planner import make_plan, plan_lines, write_plan
+
+    if out is not None and out.is_dir():
+        raise click.UsageError(f"--out {out} is a directory; give a file such as plan.json")
+    cfg = load_profile(profile)
+    result = make_plan(cfg, device or cfg.device, budget=seconds_per_phase, reference=sac_update_ms)
+    for line in plan_lines(result):
+        click.echo(line)
+    if out is not None:
+        click.echo(f"wrote {write_plan(result, out)}")
+
+
 _DATA_DIR = click.option(
     "--data",
     "data_dir",

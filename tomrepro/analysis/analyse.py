@@ -21,9 +21,10 @@ import xarray as xr
 
 from tomrepro.analysis import datasets
 from tomrepro.analysis.claims import ClaimJudge, ClaimResult, scope_name
-from tomrepro.analysis.deciding_cost import deciding_cost
+from tomrepro.analysis.deciding_cost import deciding_cost, read_plan
 from tomrepro.core.atomic import atomic_path
 from tomrepro.core.config import ProfileConfig
+from tomrepro.core.profile_paths import PLAN_FILE
 from tomrepro.core.stage_time import read_stage_times
 from tomrepro.learning.reference_speed import sac_update_ms
 
@@ -64,8 +65,9 @@ def analyse(profile: ProfileConfig, data_dir: Path, out_dir: Path) -> list[Claim
     data = datasets.build(data_dir)
     datasets.save(data, out_dir)
     stage_times = read_stage_times(data_dir / "stage_times")
+    plan = read_plan(data_dir / PLAN_FILE)  # the planner's per-unit costs, when it ran
     results = [
-        _with_cost(r, deciding_cost(r, profile, stage_times))
+        _with_cost(r, deciding_cost(r, profile, plan))
         for r in ClaimJudge(profile.analysis, profile.seed).judge(data)
     ]
     payload = {

@@ -28,6 +28,9 @@ PROJECT_MARKERS = ("dvc.yaml", "pyproject.toml")
 YAML_SUFFIXES = (".yaml", ".yml")
 # The checkout root in an editable install: tomrepro/core/profile_paths.py -> parents[2].
 SOURCE_ROOT = Path(__file__).resolve().parents[2]
+# The planner's estimate in a profile's data folder (datasets/<profile>/): the `plan` stage
+# writes it (`tomrepro plan --out`), and `tomrepro analyse --data` reads it from there.
+PLAN_FILE = "plan.json"
 
 
 def is_profile_path(profile: str | Path) -> bool:

@@ -41,6 +41,8 @@ PURPOSES: dict[str, str] = {
     "finite/model_fit/weights": "C6 model fit: an extra weight source's draws, e.g. the "
     "dual-RL estimator (index: the MDP)",
     "analysis/bootstrap": "bootstrap resamples of the claims",
+    "planner": "the synthetic data, networks and actions `tomrepro plan` times (only their sizes "
+    "matter)",
 }
 
 
