@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 from collections.abc import Callable
 from pathlib import Path
 
@@ -19,6 +20,33 @@ os.environ.setdefault("DVC_NO_ANALYTICS", "1")
 os.environ.setdefault("RAY_AUTH_MODE", "disabled")
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="session")
+def smoke_collect(tmp_path_factory) -> Path:
+    """Every collect run of the smoke profile, made once per session (several modules read
+    them). Never written to: a module takes its own copy (`copied_collect`, `copied_run`)."""
+    from tomrepro.core.config import load_profile
+    from tomrepro.loops.collect import collect_runs
+
+    out = tmp_path_factory.mktemp("smoke_collect") / "runs"
+    collect_runs(load_profile("smoke", REPO_ROOT / "pipelines"), out, progress=False)
+    return out
+
+
+def copied_collect(smoke_collect: Path, tmp_path_factory) -> Path:
+    """A copy of every smoke collect run, as `collect_runs` leaves them."""
+    return Path(shutil.copytree(smoke_collect, tmp_path_factory.mktemp("collect") / "runs"))
+
+
+def copied_run(smoke_collect: Path, tmp_path_factory) -> Path:
+    """The buffer of a copy of the first smoke collect run: what `Collector(smoke).run()`
+    makes (the first seed is a collector's default)."""
+    from tomrepro.core.config import load_profile
+    from tomrepro.loops.collect import run_dir
+
+    first = run_dir(smoke_collect, load_profile("smoke", REPO_ROOT / "pipelines").collect.seeds[0])
+    return Path(shutil.copytree(first, tmp_path_factory.mktemp("collect") / "run")) / "buffer.h5"
 
 
 @pytest.fixture(scope="session")

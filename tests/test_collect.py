@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 import torch
 
-from tests.conftest import REPO_ROOT
+from tests.conftest import REPO_ROOT, copied_collect
 from tomrepro.core.buffer_file import content_digest, read_buffer, read_snapshot
 from tomrepro.core.config import load_profile, with_overrides
 from tomrepro.core.errors import ConfigError
@@ -29,7 +29,6 @@ from tomrepro.learning.serialization import load_tensors, save_tensors
 from tomrepro.loops.collect import (
     Collector,
     CollectPaths,
-    collect_runs,
     run_dir,
     snapshot_steps,
 )
@@ -39,11 +38,9 @@ PROFILE_NAMES = ("smoke", "default", "paper")
 
 
 @pytest.fixture(scope="module")
-def collect_dir(tmp_path_factory) -> Path:
+def collect_dir(smoke_collect, tmp_path_factory) -> Path:
     """Every run of the smoke profile (two seeds), uninterrupted."""
-    out = tmp_path_factory.mktemp("collect") / "runs"
-    collect_runs(SMOKE, out, progress=False)
-    return out
+    return copied_collect(smoke_collect, tmp_path_factory)
 
 
 @pytest.fixture(scope="module")

@@ -12,7 +12,7 @@ import xarray as xr
 from tomrepro.core.buffer_file import read_buffer
 from tomrepro.core.tasks import get_task
 
-from .conftest import REPO_ROOT
+from .conftest import REPO_ROOT, copied_run
 
 
 @pytest.fixture(autouse=True)
@@ -168,13 +168,11 @@ def test_unknown_env_needs_an_explicit_task(tmp_path, run_cli, buffer_file):
     assert code == 0, err
 
 
-def test_offline_study_runs_on_an_imported_buffer(tmp_path, run_cli):
-    from tomrepro.core.config import load_profile
-    from tomrepro.loops.collect import Collector
+def test_offline_study_runs_on_an_imported_buffer(
+    smoke_collect, tmp_path_factory, tmp_path, run_cli
+):
 
-    collected = Collector(
-        load_profile("smoke", REPO_ROOT / "pipelines"), tmp_path / "c", progress=False
-    ).run()
+    collected = copied_run(smoke_collect, tmp_path_factory)
     assert run_cli("export-minari", collected, "--dataset-id", "smoke/sac-v0")[0] == 0
     out = tmp_path / "imported.h5"
     code, _, err = run_cli(

@@ -11,7 +11,7 @@ import xarray as xr
 import yaml
 from pydantic import Field
 
-from tests.conftest import REPO_ROOT
+from tests.conftest import REPO_ROOT, copied_run
 from tomrepro.core.config import load_profile, profile_from_dict, with_overrides
 from tomrepro.core.config_section import PositiveInt, Section
 from tomrepro.core.errors import ConfigError
@@ -29,7 +29,6 @@ from tomrepro.learning.model_learners import (
     PlanInputs,
     build_learner,
 )
-from tomrepro.loops.collect import Collector
 from tomrepro.loops.mbpo import MBPORun
 from tomrepro.loops.offline_study import OfflineStudy
 from tomrepro.report.figures import _order
@@ -66,9 +65,8 @@ def toy():
 
 
 @pytest.fixture(scope="module")
-def smoke_buffer(tmp_path_factory):
-    out = tmp_path_factory.mktemp("collect") / "run"
-    return Collector(load_profile("smoke"), out, progress=False).run()
+def smoke_buffer(smoke_collect, tmp_path_factory):
+    return copied_run(smoke_collect, tmp_path_factory)
 
 
 def test_toy_learner_appears_in_choices_config_and_report_order(toy, run_cli):

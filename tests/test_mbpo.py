@@ -21,11 +21,10 @@ from tomrepro.core.buffer_file import read_buffer, read_snapshot
 from tomrepro.core.config import load_profile, with_overrides
 from tomrepro.core.errors import ConfigError
 from tomrepro.learning.dynamics_model import load_dynamics_model
-from tomrepro.loops.collect import Collector
 from tomrepro.loops.mbpo import TIMING_COLUMNS, ContinueFrom, MBPORun, run_status
 from tomrepro.loops.mbpo_population import RunFailed, run_population
 
-from .conftest import REPO_ROOT
+from .conftest import REPO_ROOT, copied_run
 
 LEARNERS = ("mle", "tom", "tom-nodisc", "pmac", "vagram")
 
@@ -129,9 +128,8 @@ def test_sigkill_then_resume_gives_identical_curve(runs, tmp_path):
 
 
 @pytest.fixture(scope="module")
-def collected(tmp_path_factory) -> Path:
-    root = tmp_path_factory.mktemp("collect")
-    return Collector(load_profile("smoke", REPO_ROOT / "pipelines"), root, progress=False).run()
+def collected(smoke_collect, tmp_path_factory) -> Path:
+    return copied_run(smoke_collect, tmp_path_factory)
 
 
 def test_continuation_starts_every_learner_from_the_same_state(collected, tmp_path):

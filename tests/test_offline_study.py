@@ -19,13 +19,13 @@ import pandas as pd
 import pytest
 import xarray as xr
 
-from tests.conftest import REPO_ROOT
+from tests.conftest import REPO_ROOT, copied_collect
 from tomrepro.analysis.datasets import offline_dataset
 from tomrepro.core.buffer_file import read_buffer
 from tomrepro.core.config import load_profile
 from tomrepro.core.errors import TomreproError
 from tomrepro.learning.tom_weights import recency_statistics
-from tomrepro.loops.collect import collect_runs, run_dir
+from tomrepro.loops.collect import run_dir
 from tomrepro.loops.offline_study import Cell, OfflineStudy, StudyPaths, study_buffers
 
 SMOKE = REPO_ROOT / "pipelines" / "smoke.yaml"
@@ -34,10 +34,8 @@ RUNS = list(PROFILE.collect.seeds)
 
 
 @pytest.fixture(scope="module")
-def collect_dir(tmp_path_factory) -> Path:
-    out = tmp_path_factory.mktemp("collect") / "runs"
-    collect_runs(PROFILE, out, progress=False)
-    return out
+def collect_dir(smoke_collect, tmp_path_factory) -> Path:
+    return copied_collect(smoke_collect, tmp_path_factory)
 
 
 @pytest.fixture(scope="module")
@@ -113,6 +111,8 @@ def test_pmac_weights_follow_the_official_group_masses(study):
         assert first[-1] == pytest.approx(0.1 / 500 * 1500)
 
 
+# Slow (about 45 s): collect and MBPO runs' kill-and-resume tests stay in the default suite.
+@pytest.mark.slow
 def test_killed_study_resumes_to_the_identical_dataset(collect_dir, study, tmp_path):
     """SIGKILLed after 5 of 16 cells, rerun: identical to the `study` fixture, which ran
     uninterrupted in this process (so this also checks same seed -> same dataset)."""

@@ -12,9 +12,9 @@ import pytest
 import torch
 from scipy.stats import rankdata, spearmanr
 
-from tests.conftest import REPO_ROOT
+from tests.conftest import REPO_ROOT, copied_run
 from tomrepro.analysis.finite_claims import check_bound, check_recovery
-from tomrepro.core.config import TOMConfig, load_profile
+from tomrepro.core.config import TOMConfig
 from tomrepro.core.noise import StepNoise
 from tomrepro.core.tasks import get_task
 from tomrepro.learning.finite_mdp import random_mdp, random_policy, state_action_occupancy
@@ -22,7 +22,6 @@ from tomrepro.learning.policy import SnapshotPolicy
 from tomrepro.learning.recency_weights import pmac_weights
 from tomrepro.learning.sac import SquashedGaussianActor
 from tomrepro.learning.tom_weights import estimate_tom_weights
-from tomrepro.loops.collect import Collector
 from tomrepro.loops.rollout import rollout
 
 SMOKE = REPO_ROOT / "pipelines" / "smoke.yaml"
@@ -145,9 +144,8 @@ def test_same_seed_gives_identical_weights(two_source_buffer):
 
 
 @pytest.fixture(scope="module")
-def smoke_buffer(tmp_path_factory) -> Path:
-    out = tmp_path_factory.mktemp("collect") / "run"
-    return Collector(load_profile(SMOKE), out, progress=False).run()
+def smoke_buffer(smoke_collect, tmp_path_factory) -> Path:
+    return copied_run(smoke_collect, tmp_path_factory)
 
 
 @pytest.mark.parametrize("method", ["tom", "tom-nodisc", "pmac", "mle"])

@@ -484,11 +484,13 @@ def finite_mdp_command(profile: str, mdps: int | None, seed: int | None, out: Pa
 @click.option(
     "--seconds-per-phase",
     type=click.FloatRange(min=0.01, max=10),
-    default=0.5,
-    show_default=True,
-    help="How long each phase is timed, per task of the profile.",
+    default=None,
+    help="How long each phase is timed, per task of the profile [default: the profile's "
+    "plan.seconds_per_phase].",
 )
-def plan(profile: str, device: str | None, out: Path | None, seconds_per_phase: float) -> None:
+def plan(
+    profile: str, device: str | None, out: Path | None, seconds_per_phase: float | None
+) -> None:
     """Estimate each stage's wall time on this machine from a few seconds of each phase."""
     from tomrepro.core.config import load_profile
     from tomrepro.learning.reference_speed import sac_update_ms
@@ -497,7 +499,8 @@ def plan(profile: str, device: str | None, out: Path | None, seconds_per_phase: 
     if out is not None and out.is_dir():
         raise click.UsageError(f"--out {out} is a directory; give a file such as plan.json")
     cfg = load_profile(profile)
-    result = make_plan(cfg, device or cfg.device, budget=seconds_per_phase, reference=sac_update_ms)
+    budget = cfg.plan.seconds_per_phase if seconds_per_phase is None else seconds_per_phase
+    result = make_plan(cfg, device or cfg.device, budget=budget, reference=sac_update_ms)
     for line in plan_lines(result):
         click.echo(line)
     if out is not None:

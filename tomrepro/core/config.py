@@ -354,6 +354,16 @@ class FiniteMDPConfig(Section):
         return self
 
 
+class PlanConfig(Section):
+    """How `tomrepro plan` (and the pipeline's plan stage) measures this machine."""
+
+    seconds_per_phase: Annotated[float, Field(ge=0.01, le=10)] = Field(
+        0.5,
+        description="How long each phase is timed, per task of the profile; longer is steadier "
+        "on a busy machine.",
+    )
+
+
 class AnalysisConfig(Section):
     """The rules that turn measured data into claim verdicts (`tomrepro analyse`, DESIGN §9).
 
@@ -463,6 +473,7 @@ class ProfileConfig(Section):
     mbpo: MBPOConfig | None = None
     finite_mdp: FiniteMDPConfig = Field(default_factory=FiniteMDPConfig)
     analysis: AnalysisConfig = Field(default_factory=AnalysisConfig)
+    plan: PlanConfig = Field(default_factory=PlanConfig)
 
     @model_validator(mode="after")
     def _learner_sections(self) -> ProfileConfig:
