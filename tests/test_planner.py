@@ -4,6 +4,7 @@ that run's measured wall time (real MuJoCo, the smoke profile's sizes)."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import time
 
@@ -15,18 +16,23 @@ from tomrepro.core.errors import TomreproError
 from tomrepro.core.tasks import get_task
 from tomrepro.loops.collect import Collector
 from tomrepro.loops.mbpo import MBPORun
+from tomrepro.loops.mbpo_population import run_population
 from tomrepro.loops.planner import (
     FiniteCosts,
     PhaseCosts,
     TaskCosts,
     estimate_collect_run,
     estimate_mbpo_run,
+    estimate_population,
     estimate_stages,
     measure_phases,
     measure_sac_update,
     parallel_wall,
+    sweep_populations,
+    torch_threads,
     unit_costs,
 )
+from tomrepro.sweep import plan_grid, populations
 
 from .conftest import REPO_ROOT
 
@@ -167,10 +173,65 @@ def test_a_sweep_runs_its_runs_on_the_first_free_worker_in_grid_order():
     assert one == pytest.approx(2 * hand_counted()["mbpo_scratch"])  # four runs one at a time
 
 
-def test_costs_round_trip_through_json_and_populations_are_refused_for_now():
-    assert PhaseCosts.from_json(json.loads(json.dumps(ROUND_COSTS.to_json()))) == ROUND_COSTS
-    with pytest.raises(TomreproError, match="population of 4 runs"):
-        measure_sac_update(11, 3, tiny_profile().sac, torch.device("cpu"), population=4)
+def population_costs(size: int) -> PhaseCosts:
+    """ROUND's costs for sweeps in populations of `size`: a batched update of 4 runs takes 150
+    (of 2: 120), and 2 threads do half a run's stepping and two runs' training at once."""
+    return dataclasses.replace(
+        ROUND_COSTS,
+        population=size,
+        population_updates={TASK: {2: 120.0, 4: 150.0}},
+        thread_speedup={2: {"stepping": 0.5, "training": 2.0}},
+    )
+
+
+def test_a_population_is_its_threads_share_of_the_runs_own_work_plus_batched_updates():
+    """The tiny profile's from-scratch sweep (mle s0, s1, tom s0, s1) on 2 CPUs at ROUND's
+    costs, split as `hand_counted` counts it into stepping (env steps, actions, tests) and
+    training (model fits, rollouts, TOM's round), with 160 SAC updates per run."""
+    tests = 3 * (1000 + 5 * (1 + 1))
+    stepping = 100 * 1 + 80 * 10 + tests
+    training_mle = (5 + 2 * (1 + 1)) + (5 + 3 + 1) + 2 * 5
+    training_tom = training_mle + 7 * 2 + 20 * 3 + 60 * 0.01
+    profile = tiny_profile()
+    # One population of 4 on 2 threads: stepping at 0.5 runs per run-time, training at 2.
+    four = estimate_stages(profile, population_costs(4), parallel_runs=2, cpus=2)
+    own = 4 * stepping / 0.5 + 2 * (training_mle + training_tom) / 2.0
+    assert four["mbpo_scratch"] == pytest.approx(own + 160 * 150.0)
+    # Two populations of 2 side by side: one thread each, so their runs' work adds up.
+    two = estimate_stages(profile, population_costs(2), parallel_runs=2, cpus=2)
+    slower = 2 * (stepping + training_tom) + 160 * 120.0
+    assert two["mbpo_scratch"] == pytest.approx(slower)
+    # A population whose own work is one run's: never faster than its slowest run.
+    wall, sac = estimate_population(profile, population_costs(2), ["tom"] * 2, threads=2)
+    assert sac == 160 * 120.0
+    assert wall == pytest.approx(
+        max(stepping + training_tom, 2 * stepping / 0.5 + training_tom) + sac
+    )
+    # A population of one is the run alone.
+    alone, _ = estimate_population(profile, population_costs(4), ["tom"])
+    assert alone == pytest.approx(estimate_mbpo_run(profile, ROUND_COSTS, "tom"))
+    with pytest.raises(TomreproError, match="population of 3"):
+        estimate_population(profile, population_costs(4), ["tom"] * 3)
+
+
+@pytest.mark.parametrize("size", [1, 3, 4])
+def test_the_planner_packs_populations_as_the_sweep_does(tmp_path, size):
+    profile = tiny_profile()
+    cells = {"scratch": None, "continue": tmp_path / "buffer.h5"}
+    for kind, source in cells.items():
+        sweep = [
+            (s.task or profile.collect.task, s.snapshot, [r.learner for r in group])
+            for group in populations(plan_grid(profile, kind, tmp_path, source=source), size)
+            for s in group[:1]
+        ]
+        assert sweep_populations(profile, kind, size) == sweep
+
+
+def test_costs_round_trip_through_json_with_population_measurements():
+    for costs in (ROUND_COSTS, population_costs(4)):
+        assert PhaseCosts.from_json(json.loads(json.dumps(costs.to_json()))) == costs
+    seconds = measure_sac_update(11, 3, tiny_profile().sac, torch.device("cpu"), 3, budget=0.05)
+    assert 0 < seconds < 10
 
 
 def _estimated_and_measured(profile, device, root) -> dict[str, tuple[float, float]]:
@@ -208,6 +269,30 @@ def test_a_short_real_run_takes_what_the_planner_estimates(tmp_path, device):
         attempts.append(checks)
         if all(e / TOLERANCE <= m <= e * TOLERANCE for e, m in checks.values()):
             return
+    pytest.fail(f"(estimate, measured) seconds outside {TOLERANCE}x twice: {attempts}")
+
+
+def test_a_short_real_population_takes_what_the_planner_estimates(tmp_path):
+    """A population of two smoke MBPO runs (MLE and TOM, in lockstep, one batched SAC update)
+    on one torch thread, as a sweep runs it: within 1.5x of `estimate_population` from phases
+    measured just before at that population size. One retry, as above."""
+    profile = load_profile("smoke", REPO_ROOT / "pipelines")
+    learners = ["mle", "tom"]
+    attempts = []
+    with torch_threads(1):
+        for attempt in range(2):
+            costs = measure_phases(profile, "cpu", budget=0.5, population=2)
+            estimate, _ = estimate_population(profile, costs, learners)
+            runs = [
+                MBPORun(profile, tmp_path / f"{attempt}/{m}", learner=m, seed=i, progress=False)
+                for i, m in enumerate(learners)
+            ]
+            tick = time.perf_counter()
+            run_population(runs)
+            measured = time.perf_counter() - tick
+            attempts.append((estimate, measured))
+            if estimate / TOLERANCE <= measured <= estimate * TOLERANCE:
+                return
     pytest.fail(f"(estimate, measured) seconds outside {TOLERANCE}x twice: {attempts}")
 
 

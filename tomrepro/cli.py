@@ -488,10 +488,26 @@ def finite_mdp_command(profile: str, mdps: int | None, seed: int | None, out: Pa
     help="How long each phase is timed, per task of the profile [default: the profile's "
     "plan.seconds_per_phase].",
 )
+@click.option(
+    "--runs-per-population",
+    type=click.IntRange(min=1),
+    default=None,
+    help="Runs per population of the sweeps, as `tomrepro sweep` takes it [default: 1 on CPU, "
+    "16 on GPU].",
+)
+@click.option("--cpus-per-run", type=click.FloatRange(min=0, min_open=True), default=1.0)
+@click.option("--gpus-per-run", type=click.FloatRange(min=0), default=0.0)
 def plan(
-    profile: str, device: str | None, out: Path | None, seconds_per_phase: float | None
+    profile: str,
+    device: str | None,
+    out: Path | None,
+    seconds_per_phase: float | None,
+    runs_per_population: int | None,
+    cpus_per_run: float,
+    gpus_per_run: float,
 ) -> None:
-    """Estimate each stage's wall time on this machine from a few seconds of each phase."""
+    """Estimate each stage's wall time on this machine from a few seconds of each phase; the
+    MBPO sweeps as `tomrepro sweep` would run them with the same options."""
     from tomrepro.core.config import load_profile
     from tomrepro.learning.reference_speed import sac_update_ms
     from tomrepro.loops.planner import make_plan, plan_lines, write_plan
@@ -500,7 +516,15 @@ def plan(
         raise click.UsageError(f"--out {out} is a directory; give a file such as plan.json")
     cfg = load_profile(profile)
     budget = cfg.plan.seconds_per_phase if seconds_per_phase is None else seconds_per_phase
-    result = make_plan(cfg, device or cfg.device, budget=budget, reference=sac_update_ms)
+    result = make_plan(
+        cfg,
+        device or cfg.device,
+        budget=budget,
+        reference=sac_update_ms,
+        runs_per_population=runs_per_population,
+        cpus_per_run=cpus_per_run,
+        gpus_per_run=gpus_per_run,
+    )
     for line in plan_lines(result):
         click.echo(line)
     if out is not None:

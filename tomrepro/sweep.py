@@ -27,7 +27,12 @@ from tomrepro.core.atomic import atomic_path
 from tomrepro.core.config import ProfileConfig, profile_from_dict
 from tomrepro.core.errors import ConfigError, TomreproError
 from tomrepro.loops.mbpo import ContinueFrom, MBPOPaths, MBPORun, run_status
-from tomrepro.loops.mbpo_population import RunFailed, run_population
+from tomrepro.loops.mbpo_population import (
+    RunFailed,
+    default_runs_per_population,
+    group_populations,
+    run_population,
+)
 
 Kind = Literal["scratch", "continue"]
 
@@ -124,26 +129,10 @@ def _execute(
     return dict.fromkeys(names.values())
 
 
-def default_runs_per_population(device: str | None) -> int:
-    """One run per process on CPUs (processes use every core; a population of R is no faster
-    per run than R runs one after another on one core), 16 on a GPU, whose small-network
-    updates are bound by launch overhead (benchmarks/population.py measures both)."""
-    import torch
-
-    from tomrepro.learning.devices import resolve_device
-
-    return (
-        16 if resolve_device(device or "auto").type == "cuda" and torch.cuda.is_available() else 1
-    )
-
-
 def populations(specs: Sequence[RunSpec], size: int) -> list[list[RunSpec]]:
-    """The grid packed into populations of at most `size` runs that can share one agent: the
-    same task (scratch) or the same source snapshot (continuations); grid order kept."""
-    groups: dict[tuple[str, str, int | None], list[RunSpec]] = {}
-    for spec in specs:
-        groups.setdefault((spec.kind, spec.task, spec.snapshot), []).append(spec)
-    return [g[i : i + size] for g in groups.values() for i in range(0, len(g), size)]
+    """The grid packed into populations of at most `size` runs: the same task (scratch) or the
+    same source snapshot (continuations); grid order kept."""
+    return group_populations(specs, lambda s: (s.kind, s.task, s.snapshot), size)
 
 
 @dataclass

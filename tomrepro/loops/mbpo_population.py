@@ -19,9 +19,11 @@ import logging
 import os
 import time
 import traceback
+from collections.abc import Callable, Hashable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import ExitStack, nullcontext
 from pathlib import Path
+from typing import TypeVar
 
 import numpy as np
 import torch
@@ -33,6 +35,38 @@ from tomrepro.loops.mbpo import MBPORun, RunState
 
 log = logging.getLogger(__name__)
 FAILURE = "failure.json"
+GPU_RUNS_PER_POPULATION = 16
+Item = TypeVar("Item")
+
+
+def default_runs_per_population(device: str | None) -> int:
+    """One run per process on CPUs (processes use every core; a population of R is no faster
+    per run than R runs one after another on one core), 16 on a GPU, whose small-network
+    updates are bound by launch overhead (benchmarks/population.py measures both)."""
+    from tomrepro.learning.devices import resolve_device
+
+    cuda = resolve_device(device or "auto").type == "cuda" and torch.cuda.is_available()
+    return GPU_RUNS_PER_POPULATION if cuda else 1
+
+
+def population_workers(runs: int) -> int:
+    """Threads a population of `runs` steps its runs' own phases on: the CPUs over the torch
+    threads each one uses, at most one per run."""
+    return max(1, min(runs, (os.cpu_count() or 1) // torch.get_num_threads()))
+
+
+def group_populations(
+    items: Sequence[Item], key: Callable[[Item], Hashable], size: int
+) -> list[list[Item]]:
+    """`items` packed into populations of at most `size` that can share one agent (equal
+    `key`: the same task, or the same source snapshot); order kept within each group. The one
+    packing rule of the sweep and the planner."""
+    if size < 1:
+        raise ConfigError(f"runs per population must be at least 1, got {size}")
+    groups: dict[Hashable, list[Item]] = {}
+    for item in items:
+        groups.setdefault(key(item), []).append(item)
+    return [g[i : i + size] for g in groups.values() for i in range(0, len(g), size)]
 
 
 class RunFailed(TomreproError):
@@ -110,7 +144,9 @@ def _step_all(runs: list[MBPORun], record: bool) -> dict[Path, Exception]:
 
     # The runs' own phases (env steps, model rounds, evaluation, checkpoints) run on the CPU
     # cores in parallel: MuJoCo and torch release the GIL, and no run touches another's state.
-    workers = min(len(runs), os.cpu_count() or 1)
+    # Each worker's torch ops use the process's torch threads, so the workers get the cores
+    # those leave (more would thrash: 2.8x slower measured with 2 x 2 threads on 2 cores).
+    workers = population_workers(len(runs))
     with ThreadPoolExecutor(workers) if workers > 1 else nullcontext() as pool:
         while active:
             going = list(pool.map(advance, active)) if pool else [advance(a) for a in active]
@@ -124,7 +160,9 @@ def _step_all(runs: list[MBPORun], record: bool) -> dict[Path, Exception]:
             if burst:
                 tick = time.perf_counter()
                 for _ in range(updates):
-                    stats = sac.update(_stack([state.sampler.sample() for _, state in active]))
+                    stats = sac.update(
+                        stack_batches([state.sampler.sample() for _, state in active])
+                    )
                 seconds = (time.perf_counter() - tick) / len(active)
             for r, (run, state) in enumerate(active):
                 run.after_updates(state, None if stats is None else stats[r], seconds)
@@ -168,7 +206,8 @@ def _regroup(
     return smaller, active
 
 
-def _stack(batches: list[SACBatch]) -> SACBatch:
+def stack_batches(batches: list[SACBatch]) -> SACBatch:
+    """Per-run minibatches (B, ...) as one population minibatch (R, B, ...)."""
     return SACBatch(
         torch.stack([b.observations for b in batches]),
         torch.stack([b.actions for b in batches]),

@@ -19,9 +19,17 @@ and the finite stage's closed-form checks other than its dual solves (about a mi
 MDP). The finite stage lives in the analysis layer, which this layer cannot call, so it is
 estimated from its estimator phases, counted as `analysis/finite_claims.py` runs them.
 
-Today every run of a sweep is its own process stepping one run (population 1), on one thread,
-as many at a time as Ray has CPUs. `measure_sac_update` is where a population of R runs sharing
-one batched update will be measured, and `PhaseCosts.population` where the counting learns of it.
+A sweep steps its runs in populations (`loops/mbpo_population.py`): R runs of one cell in
+lockstep, their SAC updates one batched call, their own phases (env steps, model rounds,
+evaluation) on min(R, CPUs) threads. The planner measures the batched update at every population
+size the sweep's packing makes, and how many runs' own phases the threads do in the time one
+thread does one run's, for each kind: stepping (env steps, actions; Python-bound, so threads
+can even slow each other down) and training (model-fit steps; torch-bound); the speedup at fewer
+threads is interpolated. A population's wall time is then its slowest run's own phases or all of
+them over those speedups, whichever is longer, plus its updates. Populations run as many at a time
+as the sweep's Ray would start them (CPUs / cpus per run, GPUs / gpus per run); on a GPU their
+updates are also counted one after another on the devices, since populations sharing a GPU
+share its time.
 """
 
 from __future__ import annotations
@@ -32,7 +40,8 @@ import json
 import os
 import platform
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
@@ -61,6 +70,11 @@ from tomrepro.learning.policy import SnapshotPolicy
 from tomrepro.learning.sac import SAC, MinibatchSampler, SquashedGaussianActor
 from tomrepro.loops.collect import snapshot_steps
 from tomrepro.loops.episode_recorder import EpisodeRecorder
+from tomrepro.loops.mbpo_population import (
+    default_runs_per_population,
+    group_populations,
+    stack_batches,
+)
 from tomrepro.loops.update_schedule import UpdateSchedule
 
 PLAN_FORMAT = "tomrepro.plan/1"
@@ -124,14 +138,40 @@ class PhaseCosts:
 
     device: str
     threads: int  # torch threads the phases ran on
-    population: int  # runs stepped together per SAC update (1: one run per process)
+    population: int  # runs per population of the sweeps (1: one run per process)
     tasks: dict[str, TaskCosts]
     finite: FiniteCosts | None = None
+    # task -> {runs: seconds of one batched SAC update of a population of that many runs}
+    population_updates: dict[str, dict[int, float]] = field(default_factory=dict)
+    # threads -> per kind of phase (`SPEEDUP_KINDS`), how many runs' phases that many threads
+    # do in the time one thread does one run's
+    thread_speedup: dict[int, dict[str, float]] = field(default_factory=dict)
 
     def task(self, task_id: str) -> TaskCosts:
         if task_id not in self.tasks:
             raise TomreproError(f"no phase costs measured for task {task_id!r}")
         return self.tasks[task_id]
+
+    def population_update(self, task_id: str, runs: int) -> float:
+        """Seconds of one SAC update of `runs` runs of `task_id` as one batched call."""
+        if runs == 1:
+            return self.task(task_id).sac_update
+        measured = self.population_updates.get(task_id, {})
+        if runs not in measured:
+            raise TomreproError(f"no SAC update of a population of {runs} measured on {task_id!r}")
+        return measured[runs]
+
+    def speedup(self, kind: str, threads: int) -> float:
+        """The `kind` phases' speedup on `threads` threads: measured at the most threads a
+        population uses, linear in between (1 at one thread)."""
+        if threads <= 1:
+            return 1.0
+        if not self.thread_speedup:
+            raise TomreproError(f"no thread speedup measured for {threads} threads")
+        most = max(self.thread_speedup)
+        if threads > most:
+            raise TomreproError(f"thread speedup measured up to {most} threads, not {threads}")
+        return 1.0 + (threads - 1) * (self.thread_speedup[most][kind] - 1.0) / (most - 1)
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
@@ -145,6 +185,14 @@ class PhaseCosts:
             int(raw["population"]),
             {k: TaskCosts(**v) for k, v in raw["tasks"].items()},
             None if finite is None else FiniteCosts(**finite),
+            {
+                task: {int(runs): float(s) for runs, s in sizes.items()}
+                for task, sizes in raw.get("population_updates", {}).items()
+            },
+            {
+                int(threads): {kind: float(x) for kind, x in kinds.items()}
+                for threads, kinds in raw.get("thread_speedup", {}).items()
+            },
         )
 
 
@@ -226,19 +274,99 @@ def measure_sac_update(
     budget: float = 0.5,
     seed: int = 0,
 ) -> float:
-    """Seconds of one SAC update, minibatch draw included, on synthetic rows of these sizes."""
-    if population != 1:
-        raise TomreproError(
-            f"measuring a SAC update of a population of {population} runs is not available yet; "
-            "the planner counts one run per process (population 1)"
-        )
+    """Seconds of one SAC update, minibatch draws included, on synthetic rows of these sizes:
+    of one run, or of a population of runs as one batched call on their own minibatches."""
+    if population < 1:
+        raise ConfigError(f"a population needs at least one run, got {population}")
     rng = np.random.default_rng(derive_seed(seed, "planner", 1))
     ones = np.ones(act_dim, dtype=np.float32)
-    agent = SAC(obs_dim, act_dim, -ones, ones, sac_cfg, device, _generator(seed, 2, device))
-    sampler = MinibatchSampler(
-        _random_buffer(obs_dim, act_dim, rng), sac_cfg.batch_size, device, _generator(seed, 3)
+    buffer = _random_buffer(obs_dim, act_dim, rng)
+    if population == 1:
+        agent = SAC(obs_dim, act_dim, -ones, ones, sac_cfg, device, _generator(seed, 2, device))
+        sampler = MinibatchSampler(buffer, sac_cfg.batch_size, device, _generator(seed, 3))
+        return seconds_per_call(lambda: agent.update(sampler.sample()), device, budget)
+    runs = range(population)
+    generators = [_generator(seed, 100 + r, device) for r in runs]
+    agents = SAC(obs_dim, act_dim, -ones, ones, sac_cfg, device, generators)
+    samplers = [
+        MinibatchSampler(buffer, sac_cfg.batch_size, device, _generator(seed, 200 + r))
+        for r in runs
+    ]
+    return seconds_per_call(
+        lambda: agents.update(stack_batches([s.sample() for s in samplers])), device, budget
     )
-    return seconds_per_call(lambda: agent.update(sampler.sample()), device, budget)
+
+
+SPEEDUP_KINDS = ("stepping", "training")
+
+
+def _thread_speedup(
+    units: list[Callable[[int], None]], device: torch.device, budget: float
+) -> float:
+    """How many threads' units of work (`units[i](n)` does n units on thread i's own state) go
+    in the time one thread does its own: threads x alone / together, from the best of three
+    timings each way so that another process's burst does not count. Below 1 where threads
+    slow each other down (the GIL)."""
+    threads = len(units)
+    once = _timed(lambda: units[0](3), device) / 3
+    n = max(3, int(budget / 4 / max(once, 1e-7)))
+    with ThreadPoolExecutor(threads) as pool:
+        alone = min(_timed(lambda: units[0](n), device) for _ in range(3))
+        together = min(
+            _timed(lambda: list(pool.map(lambda unit: unit(n), units)), device) for _ in range(3)
+        )
+    return threads * alone / together
+
+
+def measure_thread_speedup(
+    profile: ProfileConfig, task: Task, device: torch.device, threads: int, budget: float
+) -> dict[str, float]:
+    """The speedup of `threads` runs' own phases on as many threads, per kind of phase:
+    `stepping` (an action from the torch actor and a MuJoCo step: Python-bound, as are the
+    evaluation episodes) and `training` (minibatch steps of a model fit: torch-bound, as are
+    rollouts and TOM's rounds); each thread works on its own env or model."""
+    seed = profile.seed
+    actor = _random_actor(profile, task, device)
+    envs = [task.make_env() for _ in range(threads)]
+    starts = [
+        env.reset(seed=derive_seed(seed, "planner", 1000 + i))[0] for i, env in enumerate(envs)
+    ]
+    state = list(starts)
+
+    def stepping(i: int) -> Callable[[int], None]:
+        @torch.no_grad()
+        def steps(n: int) -> None:
+            for _ in range(n):
+                obs = torch.as_tensor(state[i], dtype=torch.float32, device=device)
+                action = actor.act(obs[None], torch.zeros(1, task.act_dim, device=device))[0]
+                state[i], _, terminated, truncated, _ = envs[i].step(action.cpu().numpy())
+                if terminated or truncated:
+                    state[i] = envs[i].reset(seed=derive_seed(seed, "planner", 1000 + i))[0]
+
+        return steps
+
+    rng = np.random.default_rng(derive_seed(seed, "planner", 15))
+    columns = _random_buffer(task.obs_dim, task.act_dim, rng).columns()
+
+    def training(i: int) -> Callable[[int], None]:
+        model = DynamicsModel(profile.model, task.obs_dim, task.act_dim).to(device)
+        generator = _generator(seed, 2000 + i)
+
+        def fit(n: int) -> None:
+            fit_on_columns(
+                model, columns, None, generator, device, max_epochs=1, batches_per_epoch=n
+            )
+
+        return fit
+
+    try:
+        return {
+            "stepping": _thread_speedup([stepping(i) for i in range(threads)], device, budget),
+            "training": _thread_speedup([training(i) for i in range(threads)], device, budget),
+        }
+    finally:
+        for env in envs:
+            env.close()
 
 
 def _env_phases(task: Task, seed: int, budget: float) -> tuple[float, float]:
@@ -376,22 +504,29 @@ def _tom_phases(
     return q_step / TIMED_STEPS, discriminator_step / TIMED_STEPS, readout / n
 
 
+def _random_actor(
+    profile: ProfileConfig, task: Task, device: torch.device
+) -> SquashedGaussianActor:
+    ones = np.ones(task.act_dim, dtype=np.float32)
+    actor = SquashedGaussianActor(
+        task.obs_dim, task.act_dim, tuple(profile.sac.hidden_sizes), -ones, ones
+    )
+    actor.net.reset_parameters(_generator(profile.seed, 11))
+    return actor.to(device)
+
+
 def _measure_task(
-    profile: ProfileConfig, task: Task, device: torch.device, population: int, budget: float
+    profile: ProfileConfig, task: Task, device: torch.device, budget: float
 ) -> TaskCosts:
     """Every phase on one task with the profile's sizes (random weights and synthetic rows:
-    only the sizes matter to the time)."""
+    only the sizes matter to the time); the SAC update of one run."""
     seed = profile.seed
     env_step, env_make = _env_phases(task, seed, budget)
-    hidden = tuple(profile.sac.hidden_sizes)
-    ones = np.ones(task.act_dim, dtype=np.float32)
-    actor = SquashedGaussianActor(task.obs_dim, task.act_dim, hidden, -ones, ones)
-    actor.net.reset_parameters(_generator(seed, 11))
-    actor.to(device)
+    actor = _random_actor(profile, task, device)
     eval_rows = profile.mbpo.eval_episodes if profile.mbpo is not None else 1
     act, act_torch, act_batch_row = _actor_phases(actor, task.obs_dim, eval_rows, device, budget)
     sac_update = measure_sac_update(
-        task.obs_dim, task.act_dim, profile.sac, device, population, budget, seed
+        task.obs_dim, task.act_dim, profile.sac, device, 1, budget, seed
     )
     rollout_rows = min(profile.mbpo.rollout_batch if profile.mbpo else SYNTHETIC_ROWS, 20_000)
     model_step, model_fit_setup, model_row, rollout_row = _model_phases(
@@ -487,13 +622,37 @@ def measure_phases(
     if not 0 < budget <= 10:
         raise ConfigError(f"the time per phase must be in (0, 10] seconds, got {budget}")
     torch_device = device if isinstance(device, torch.device) else resolve_device(device)
+    updates: dict[str, dict[int, float]] = {}
+    speedup: dict[int, dict[str, float]] = {}
     with torch_threads(threads) as used:
         tasks = {
-            t: _measure_task(profile, get_task(t), torch_device, population, budget)
+            t: _measure_task(profile, get_task(t), torch_device, budget)
             for t in profile_tasks(profile)
         }
         finite = _measure_finite(profile.finite_mdp, budget)
-    return PhaseCosts(torch_device.type, used, population, tasks, finite)
+        if population > 1 and profile.mbpo is not None:
+            for task_id, sizes in population_sizes(profile, population).items():
+                task = get_task(task_id)
+                updates[task_id] = {
+                    runs: measure_sac_update(
+                        task.obs_dim, task.act_dim, profile.sac, torch_device, runs, budget
+                    )
+                    for runs in sorted(sizes - {1})
+                }
+            most = min(population, max(1, (os.cpu_count() or 1) // used))
+            if most > 1:
+                task = get_task(profile.mbpo.tasks[0])
+                speedup[most] = measure_thread_speedup(profile, task, torch_device, most, budget)
+    return PhaseCosts(torch_device.type, used, population, tasks, finite, updates, speedup)
+
+
+def population_sizes(profile: ProfileConfig, size: int) -> dict[str, set[int]]:
+    """Per task, the population sizes the sweeps of the profile pack their runs into."""
+    out: dict[str, set[int]] = {}
+    for kind in ("continue", "scratch"):
+        for task, _, learners in sweep_populations(profile, kind, size):
+            out.setdefault(task, set()).add(len(learners))
+    return out
 
 
 # --- counting ----------------------------------------------------------------------------------
@@ -561,8 +720,56 @@ def estimate_mbpo_run(
     task: str | None = None,
     snapshot: int | None = None,
 ) -> float:
-    """Seconds of one MBPO run (`loops/mbpo.py`): from scratch on `task` (default: the first of
-    mbpo.tasks), or continued from collect snapshot `snapshot` for mbpo.continue_env_steps."""
+    """Seconds of one MBPO run (`loops/mbpo.py`) alone: from scratch on `task` (default: the
+    first of mbpo.tasks), or continued from collect snapshot `snapshot` for
+    mbpo.continue_env_steps."""
+    parts = _mbpo_run_parts(profile, costs, learner, task, snapshot)
+    return parts.stepping + parts.training + parts.updates * costs.task(parts.task).sac_update
+
+
+def estimate_population(
+    profile: ProfileConfig,
+    costs: PhaseCosts,
+    learners: Sequence[str],
+    *,
+    task: str | None = None,
+    snapshot: int | None = None,
+    threads: int | None = None,
+) -> tuple[float, float]:
+    """(wall seconds, seconds of its batched SAC updates) of a population of one run per entry
+    of `learners` in one cell (`loops/mbpo_population.py`), the runs' own phases on `threads`
+    threads (default: as the loop starts them on this machine at `costs.threads` torch
+    threads)."""
+    parts = [_mbpo_run_parts(profile, costs, m, task, snapshot) for m in learners]
+    cpus = os.cpu_count() or 1
+    threads = min(len(parts), threads or max(1, cpus // costs.threads))
+    together = sum(p.stepping for p in parts) / costs.speedup("stepping", threads) + sum(
+        p.training for p in parts
+    ) / costs.speedup("training", threads)
+    own = max(max(p.stepping + p.training for p in parts), together)
+    sac = parts[0].updates * costs.population_update(parts[0].task, len(parts))
+    return own + sac, sac
+
+
+@dataclass(frozen=True)
+class RunParts:
+    """One MBPO run's work apart from its SAC updates, in the two kinds threads share
+    differently, and its SAC updates."""
+
+    task: str
+    stepping: float  # seconds of env steps, actions and evaluation episodes
+    training: float  # seconds of model fits, model rollouts and TOM rounds
+    updates: int
+
+
+def _mbpo_run_parts(
+    profile: ProfileConfig,
+    costs: PhaseCosts,
+    learner: str,
+    task: str | None,
+    snapshot: int | None,
+) -> RunParts:
+    """One MBPO run counted by the loop's rules."""
     cfg = _mbpo(profile)
     if snapshot is None:
         task_id = task or cfg.tasks[0]
@@ -582,8 +789,9 @@ def estimate_mbpo_run(
         policy_start,
     )
     steps = np.arange(first, end)
-    seconds = len(steps) * c.env_step + int(np.sum(steps >= policy_start)) * c.act_torch
-    seconds += int(schedule.burst_at(steps).sum()) * cfg.updates_per_step * c.sac_update
+    stepping = len(steps) * c.env_step + int(np.sum(steps >= policy_start)) * c.act_torch
+    training = 0.0
+    updates = int(schedule.burst_at(steps).sum()) * cfg.updates_per_step
     # A model round before each of these env steps; the buffer then holds that many rows.
     rounds = np.arange(max(first, policy_start), end, cfg.model_train_every)
     if len(rounds):
@@ -592,16 +800,17 @@ def estimate_mbpo_run(
         )
         fits[0] = fit_seconds(c, profile.model, rounds[0])  # the first fit is cold: model caps
         lengths = [cfg.rollout_length_at(int(e)) for e in (rounds - first) // cfg.epoch_length]
-        seconds += float(fits.sum()) + cfg.rollout_batch * sum(lengths) * c.rollout_row
+        training += float(fits.sum()) + cfg.rollout_batch * sum(lengths) * c.rollout_row
         discriminator = _discriminator(learner)
         if discriminator is not None:
             tom = profile.tom
             active = rounds[policy_rows + rounds - policy_start >= tom.recent_size]
-            seconds += float(tom_round_seconds(c, tom, active, discriminator, tom.q_steps).sum())
+            training += float(tom_round_seconds(c, tom, active, discriminator, tom.q_steps).sum())
     evaluations = len(range(first, end + 1, cfg.epoch_length)) + int(
         (end - first) % cfg.epoch_length != 0
     )
-    return seconds + evaluations * _evaluation_seconds(c, cfg.eval_episodes, limit)
+    stepping += evaluations * _evaluation_seconds(c, cfg.eval_episodes, limit)
+    return RunParts(task_id, stepping, training, updates)
 
 
 def estimate_collect_run(profile: ProfileConfig, costs: PhaseCosts) -> float:
@@ -687,15 +896,38 @@ def mbpo_cells(profile: ProfileConfig, kind: str) -> list[tuple[str, int | None]
     return [(profile.collect.task, k) for k in cfg.continue_snapshots]
 
 
-def _sweep_runs(profile: ProfileConfig, costs: PhaseCosts, kind: str) -> list[float]:
-    """Seconds of each run of a sweep, in its grid order (cell x learner x seed)."""
+def sweep_populations(
+    profile: ProfileConfig, kind: str, size: int
+) -> list[tuple[str, int | None, list[str]]]:
+    """(task, snapshot, learner of each run) of every population a sweep of `kind` packs its
+    grid (cell x learner x seed, as `sweep.plan_grid`) into, at most `size` runs each."""
     cfg = _mbpo(profile)
-    out = []
-    for task, snapshot in mbpo_cells(profile, kind):
-        for learner in cfg.learners:
-            run = estimate_mbpo_run(profile, costs, learner, task=task, snapshot=snapshot)
-            out += [run] * len(cfg.seeds)
-    return out
+    runs = [
+        (task, snapshot, learner)
+        for task, snapshot in mbpo_cells(profile, kind)
+        for learner in cfg.learners
+        for _ in cfg.seeds
+    ]
+    groups = group_populations(runs, lambda run: run[:2], size)
+    return [(g[0][0], g[0][1], [run[2] for run in g]) for g in groups]
+
+
+def estimate_sweep(
+    profile: ProfileConfig, costs: PhaseCosts, kind: str, parallel: int, cpus: int, gpus: int = 0
+) -> float:
+    """Wall seconds of a sweep: its populations of `costs.population` runs, `parallel` at a time
+    in grid order, sharing `cpus` cores (and, on a GPU, the updates of `gpus` devices)."""
+    pops = sweep_populations(profile, kind, costs.population)
+    concurrent = max(1, min(parallel, len(pops)))
+    threads = max(1, cpus // (concurrent * costs.threads))
+    estimates = [
+        estimate_population(profile, costs, learners, task=task, snapshot=snapshot, threads=threads)
+        for task, snapshot, learners in pops
+    ]
+    wall = parallel_wall([w for w, _ in estimates], parallel)
+    if costs.device == "cuda" and gpus > 0:
+        wall = max(wall, sum(s for _, s in estimates) / gpus)
+    return wall
 
 
 def estimate_stages(
@@ -704,15 +936,17 @@ def estimate_stages(
     *,
     sweep_costs: PhaseCosts | None = None,
     parallel_runs: int | None = None,
+    cpus: int | None = None,
+    gpus: int = 0,
 ) -> dict[str, float]:
     """Estimated wall seconds of each stage the profile has (`STAGES`). Collect runs and the
-    offline study run one after another in one process on `costs`; a sweep's runs run
-    `parallel_runs` at a time (default: every CPU, as the sweep's local Ray does) on
-    `sweep_costs` (default: `costs`; a sweep gives each run one thread)."""
-    if costs.population != 1:
-        raise TomreproError("the planner counts one run per process (population 1) only")
+    offline study run one after another in one process on `costs`; a sweep's populations (runs,
+    at population 1) run `parallel_runs` at a time (default: every CPU, as the sweep's local Ray
+    does) on `sweep_costs` (default: `costs`; a sweep gives each one thread), on `cpus` cores
+    (default: this machine's) and `gpus` devices."""
     sweep_costs = sweep_costs or costs
-    workers = parallel_runs or os.cpu_count() or 1
+    cpus = cpus or os.cpu_count() or 1
+    workers = parallel_runs or cpus
     random_task = costs.task(profile.random_buffer.task)
     stages = {
         "random_buffer": profile.random_buffer.env_steps * random_task.env_step,
@@ -722,7 +956,7 @@ def estimate_stages(
         stages["offline_study"] = len(profile.collect.seeds) * estimate_offline_run(profile, costs)
     if profile.mbpo is not None:
         for kind in ("continue", "scratch"):
-            stages[f"mbpo_{kind}"] = parallel_wall(_sweep_runs(profile, sweep_costs, kind), workers)
+            stages[f"mbpo_{kind}"] = estimate_sweep(profile, sweep_costs, kind, workers, cpus, gpus)
     if costs.finite is not None:
         stages["finite_mdp"] = estimate_finite_stage(profile.finite_mdp, costs.finite)
     return {stage: stages[stage] for stage in STAGES if stage in stages}
@@ -772,7 +1006,7 @@ class Plan:
     profile: str
     costs: PhaseCosts
     sweep_costs: PhaseCosts
-    parallel_runs: int
+    parallel_runs: int  # populations of a sweep at a time
     stages: dict[str, float]
     units: dict[str, Any]
     sac_update_ms: float | None = None  # the machine's reference speed, measured beside
@@ -787,6 +1021,7 @@ class Plan:
             "machine": self.machine,
             "sac_update_ms": self.sac_update_ms,
             "parallel_runs": self.parallel_runs,
+            "runs_per_population": self.sweep_costs.population,
             "stages_seconds": self.stages,
             "total_seconds": sum(self.stages.values()),
             "not_estimated": list(NOT_ESTIMATED),
@@ -796,29 +1031,73 @@ class Plan:
         }
 
 
+def sweep_parallelism(
+    cpus: int, gpus: int, cpus_per_run: float = 1.0, gpus_per_run: float = 0.0
+) -> int:
+    """How many populations a sweep's Ray runs at a time: CPUs / cpus per run, and GPUs / gpus
+    per run where runs ask for a GPU."""
+    if cpus_per_run <= 0 or gpus_per_run < 0:
+        raise ConfigError("cpus per run must be positive and gpus per run not negative")
+    parallel = int(cpus // cpus_per_run)
+    if gpus_per_run > 0:
+        parallel = min(parallel, int(gpus // gpus_per_run))
+    return max(1, parallel)
+
+
 def make_plan(
     profile: ProfileConfig,
     device: str,
     *,
     budget: float = 0.5,
     reference: Callable[[], float] | None = None,
+    runs_per_population: int | None = None,
+    cpus_per_run: float = 1.0,
+    gpus_per_run: float = 0.0,
 ) -> Plan:
-    """Measure and count. With more than one torch thread the phases are measured twice: as
-    they are for the stages run in this process, and on one thread for a sweep's runs."""
-    costs = measure_phases(profile, device, budget=budget)
+    """Measure and count, for sweeps run as `tomrepro sweep` would with these options
+    (`runs_per_population` None: the sweep's default for the device). The phases are measured
+    on the torch threads set here for the stages of this process, and once more on a sweep
+    run's threads (int(cpus_per_run)) where those differ."""
+    size = runs_per_population or default_runs_per_population(device)
+    if size < 1:
+        raise ConfigError(f"--runs-per-population must be at least 1, got {size}")
+    cpus = os.cpu_count() or 1
+    torch_device = resolve_device(device)
+    gpus = torch.cuda.device_count() if torch_device.type == "cuda" else 0
+    if gpus_per_run > 0 and not gpus:
+        raise TomreproError(f"--gpus-per-run {gpus_per_run} asked for, but there is no GPU")
+    parallel = sweep_parallelism(cpus, gpus, cpus_per_run, gpus_per_run)
+    sweep_threads = max(1, int(cpus_per_run))
+    same = torch.get_num_threads() == sweep_threads
+    costs = measure_phases(profile, torch_device, budget=budget, population=size if same else 1)
     sweep_costs = costs
-    if costs.threads > 1:
-        sweep_costs = measure_phases(profile, device, threads=1, budget=budget)
-    workers = os.cpu_count() or 1
+    if not same:
+        sweep_costs = measure_phases(
+            profile, torch_device, threads=sweep_threads, budget=budget, population=size
+        )
     return Plan(
         profile.name,
         costs,
         sweep_costs,
-        workers,
-        estimate_stages(profile, costs, sweep_costs=sweep_costs, parallel_runs=workers),
+        parallel,
+        estimate_stages(
+            profile,
+            costs,
+            sweep_costs=sweep_costs,
+            parallel_runs=parallel,
+            cpus=cpus,
+            gpus=gpus,
+        ),
         unit_costs(profile, costs, sweep_costs),
         None if reference is None else reference(),
-        {"cpus": os.cpu_count(), "machine": platform.machine(), "torch": torch.__version__},
+        {
+            "cpus": cpus,
+            "gpus": gpus,
+            "machine": platform.machine(),
+            "torch": torch.__version__,
+            "cpus_per_run": cpus_per_run,
+            "gpus_per_run": gpus_per_run,
+        },
     )
 
 
@@ -863,10 +1142,25 @@ def plan_lines(plan: Plan) -> list[str]:
     lines += [f"  {stage:<16}{duration(s):>22}" for stage, s in plan.stages.items()]
     lines.append(f"  {'total':<16}{duration(sum(plan.stages.values())):>22}")
     lines.append(f"  not estimated: {', '.join(NOT_ESTIMATED)} (no training; seconds to minutes)")
-    lines.append(
-        f"MBPO sweeps: {plan.parallel_runs} runs at a time, one run per process "
-        f"(population {costs.population}), {plan.sweep_costs.threads} torch thread(s) each"
-    )
+    sweep = plan.sweep_costs
+    if sweep.population == 1:
+        lines.append(
+            f"MBPO sweeps: {plan.parallel_runs} runs at a time, one run per process, "
+            f"{sweep.threads} torch thread(s) each"
+        )
+    else:
+        speedup = "; ".join(
+            f"{t} threads do " + ", ".join(f"{x:.2f} runs' {kind}" for kind, x in kinds.items())
+            for t, kinds in sweep.thread_speedup.items()
+        )
+        lines.append(
+            f"MBPO sweeps: populations of up to {sweep.population} runs (one batched SAC update), "
+            f"{plan.parallel_runs} at a time, {sweep.threads} torch thread(s) each; "
+            f"own phases: {speedup or 'one thread'}"
+        )
+        for task, sizes in sweep.population_updates.items():
+            each = ", ".join(f"{r} runs {_per_unit(x)}" for r, x in sizes.items())
+            lines.append(f"  SAC update of a population on {task}: {each}")
     names = [f.name for f in fields(TaskCosts)]
     tasks = list(costs.tasks)
     lines.append("measured phase costs (per unit)")
