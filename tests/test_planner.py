@@ -311,6 +311,25 @@ def test_plan_command_prints_every_stage_and_writes_its_json(tmp_path, run_cli):
     assert PhaseCosts.from_json(plan["phase_costs"]).tasks.keys() == {TASK}
 
 
+def test_plan_command_plans_populations_and_refuses_a_gpu_it_lacks(tmp_path, run_cli):
+    out = tmp_path / "plan.json"
+    code, text, err = run_cli(
+        "plan", "--profile", "smoke", "--device", "cpu", "--seconds-per-phase", "0.02",
+        "--runs-per-population", "2", "--out", out,
+    )  # fmt: skip
+    assert code == 0, err
+    plan = json.loads(out.read_text())
+    assert plan["runs_per_population"] == 2 and "populations of up to 2 runs" in text
+    mbpo_task = load_profile("smoke").mbpo.tasks[0]
+    assert 2 in PhaseCosts.from_json(plan["sweep_phase_costs"]).population_updates[mbpo_task]
+    code, _, err = run_cli(
+        "plan", "--profile", "smoke", "--device", "cpu", "--gpus-per-run", "1",
+        "--out", tmp_path / "gpu.json",
+    )  # fmt: skip
+    assert code == 2 and len(err.strip().splitlines()) == 1 and "GPU" in err
+    assert not (tmp_path / "gpu.json").exists()
+
+
 def test_plan_command_errors_are_one_line(tmp_path, run_cli):
     code, _, err = run_cli("plan", "--profile", "nope", "--out", tmp_path / "p.json")
     assert code == 2 and "unknown profile" in err and len(err.strip().splitlines()) == 1
