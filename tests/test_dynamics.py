@@ -15,7 +15,7 @@ from tomrepro.learning.dynamics_model import (
     model_inputs,
     model_targets,
 )
-from tomrepro.learning.model_training import fit_dynamics
+from tomrepro.learning.model_training import FitJob, fit_dynamics, prepare_fit, train_fits
 
 CPU = torch.device("cpu")
 A = np.array([[0.9, 0.1, 0.0], [0.0, 0.8, 0.2], [0.1, 0.0, 0.95]])
@@ -178,3 +178,59 @@ def test_bad_weights_are_refused(weights, message):
     cfg = ModelConfig(hidden_sizes=(8,), ensemble_size=2, elites=1, max_epochs=1)
     with pytest.raises(TomreproError, match=message):
         _fit(cfg, s, a, s2, r, weights)
+
+
+def _jobs(cfg: ModelConfig) -> list[FitJob]:
+    """Four fits that differ in everything a population's fits may: rows, weights, target
+    weights, warm start, epoch caps, and so in when early stopping ends them."""
+    jobs = []
+    for r, (n, weighted, epochs) in enumerate([(600, False, 6), (900, True, 1), (700, True, 6)]):
+        s, a, s2, r_ = _linear_gaussian(np.random.default_rng(10 + r), n)
+        w = np.random.default_rng(r).gamma(0.5, size=n) if weighted else None
+        model = DynamicsModel(cfg, 3, 2)
+        jobs.append(
+            FitJob(
+                model, model_inputs(s, a), model_targets(s, s2, r_), w,
+                torch.Generator().manual_seed(r), max_epochs=epochs,
+            )
+        )  # fmt: skip
+    # Another minibatch schedule: a stack of its own.
+    s, a, s2, r_ = _linear_gaussian(np.random.default_rng(20), 500)
+    jobs.append(
+        FitJob(
+            DynamicsModel(cfg, 3, 2), model_inputs(s, a), model_targets(s, s2, r_), None,
+            torch.Generator().manual_seed(3), batches_per_epoch=3,
+        )
+    )  # fmt: skip
+    return jobs
+
+
+@pytest.mark.parametrize(
+    ("family", "weighting"), [("ensemble", "resample"), ("mdn", "resample"), ("mdn", "loss")]
+)
+def test_fits_trained_together_equal_each_fit_alone(family, weighting):
+    """Bit for bit on CPU: parameters, elites and the whole fit log of every fit."""
+    cfg = ModelConfig(
+        family=family, hidden_sizes=(32, 32), ensemble_size=3, elites=2 if family == "ensemble"
+        else 1, components=3, max_epochs=6, batches_per_epoch=4, patience=1,
+        min_improvement=0.05, weighting=weighting,
+    )  # fmt: skip
+    together = _jobs(cfg)
+    logs = train_fits([prepare_fit(job, CPU) for job in together])
+    alone = _jobs(cfg)
+    epochs = []
+    for job, own, log in zip(alone, together, logs, strict=True):
+        single = fit_dynamics(
+            job.model, job.inputs, job.targets, job.weights, job.generator, CPU,
+            max_epochs=job.max_epochs, batches_per_epoch=job.batches_per_epoch,
+        )  # fmt: skip
+        for key, value in single.as_dict().items():
+            if key != "seconds":
+                assert log.as_dict()[key] == value, key
+        for (name, a), b in zip(
+            job.model.state_dict().items(), own.model.state_dict().values(), strict=True
+        ):
+            assert torch.equal(a, b), name
+        assert torch.equal(job.generator.get_state(), own.generator.get_state())
+        epochs.append(single.epochs)
+    assert len(set(epochs)) > 1  # the fits ended at different epochs

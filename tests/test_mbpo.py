@@ -206,25 +206,35 @@ def test_a_population_of_every_learner_equals_each_run_alone(runs, tmp_path):
 
 
 class _FailingRun(MBPORun):
-    """Raises in its env step once it reaches `fail_at`."""
+    """Raises in its env step, or in its model round's plan, at step `fail_at`."""
 
     fail_at = 150
+    phase = "step_env"
 
-    def before_updates(self, state):
-        if state.loop.step == self.fail_at:
-            raise RuntimeError("simulated env failure\nsecond line")
-        return super().before_updates(state)
+    def step_env(self, state):
+        self._maybe_fail(state, "step_env")
+        return super().step_env(state)
+
+    def plan_round(self, state):
+        self._maybe_fail(state, "plan_round")
+        return super().plan_round(state)
+
+    def _maybe_fail(self, state, phase):
+        if phase == self.phase and state.loop.step >= self.fail_at:
+            raise RuntimeError(f"simulated {phase} failure\nsecond line")
 
 
-def test_a_failing_run_leaves_the_others_unchanged(runs, tmp_path):
+@pytest.mark.parametrize("phase", ["step_env", "plan_round"])
+def test_a_failing_run_leaves_the_others_unchanged(runs, tmp_path, phase):
     good = MBPORun(smoke(), tmp_path / "mle", learner="mle", progress=False)
     bad = _FailingRun(smoke(), tmp_path / "pmac", learner="pmac", progress=False)
-    with pytest.raises(RunFailed, match="simulated env failure") as failed:
+    bad.phase = phase
+    with pytest.raises(RunFailed, match=f"simulated {phase} failure") as failed:
         run_population([bad, good])
     assert failed.value.finished == [good.paths.root]
     _same_run(good.paths.root, runs["mle"])
     failure = json.loads((bad.paths.root / "failure.json").read_text())
-    assert failure["error"] == "RuntimeError: simulated env failure"
+    assert failure["error"] == f"RuntimeError: simulated {phase} failure"
     assert run_status(bad.paths.root) is None  # not finished: a resume picks it up
 
 

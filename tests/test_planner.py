@@ -186,26 +186,28 @@ def population_costs(size: int) -> PhaseCosts:
 
 def test_a_population_is_its_threads_share_of_the_runs_own_work_plus_batched_updates():
     """The tiny profile's from-scratch sweep (mle s0, s1, tom s0, s1) on 2 CPUs at ROUND's
-    costs, split as `hand_counted` counts it into stepping (env steps, actions, tests) and
-    training (model fits, rollouts, TOM's round), with 160 SAC updates per run."""
+    costs, split as `hand_counted` counts it into stepping (env steps, actions, tests), the
+    threads' training (rollouts, TOM's round) and model fits (one stack per round: its runs'
+    fits add up), with 160 SAC updates per run."""
     tests = 3 * (1000 + 5 * (1 + 1))
     stepping = 100 * 1 + 80 * 10 + tests
-    training_mle = (5 + 2 * (1 + 1)) + (5 + 3 + 1) + 2 * 5
+    fits = (5 + 2 * (1 + 1)) + (5 + 3 + 1)
+    training_mle = 2 * 5
     training_tom = training_mle + 7 * 2 + 20 * 3 + 60 * 0.01
     profile = tiny_profile()
     # One population of 4 on 2 threads: stepping at 0.5 runs per run-time, training at 2.
     four = estimate_stages(profile, population_costs(4), parallel_runs=2, cpus=2)
-    own = 4 * stepping / 0.5 + 2 * (training_mle + training_tom) / 2.0
+    own = 4 * stepping / 0.5 + 2 * (training_mle + training_tom) / 2.0 + 4 * fits
     assert four["mbpo_scratch"] == pytest.approx(own + 160 * 150.0)
     # Two populations of 2 side by side: one thread each, so their runs' work adds up.
     two = estimate_stages(profile, population_costs(2), parallel_runs=2, cpus=2)
-    slower = 2 * (stepping + training_tom) + 160 * 120.0
+    slower = 2 * (stepping + training_tom + fits) + 160 * 120.0
     assert two["mbpo_scratch"] == pytest.approx(slower)
     # A population whose own work is one run's: never faster than its slowest run.
     wall, sac = estimate_population(profile, population_costs(2), ["tom"] * 2, threads=2)
     assert sac == 160 * 120.0
     assert wall == pytest.approx(
-        max(stepping + training_tom, 2 * stepping / 0.5 + training_tom) + sac
+        max(stepping + training_tom + fits, 2 * stepping / 0.5 + training_tom + 2 * fits) + sac
     )
     # A population of one is the run alone.
     alone, _ = estimate_population(profile, population_costs(4), ["tom"])

@@ -1,7 +1,8 @@
 """The two dynamics-model families, as networks over normalised inputs and targets.
 
 Both map (E, B, in) to a per-sample negative log-likelihood (E, B) and to a predictive mean, so
-one trainer serves both:
+one trainer serves both. Each is a `BatchedMLP` body and a small head of its own parameters; the
+`*_from` methods take the body's output, so a population's bodies can run as one stack:
 - `GaussianEnsemble` (MBPO's): E Gaussian MLPs, SiLU, log-variance soft-bounded between learned
   limits (softplus against max and min), with the small regulariser on the limits.
 - `MixtureDensityNetwork` (the official TOM code's): one MLP whose head gives, for each output
@@ -40,16 +41,26 @@ class GaussianEnsemble(nn.Module):
             self.min_logvar.fill_(-10.0)
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        mean, raw = self.body(x).chunk(2, dim=-1)
+        return self.head(self.body(x))
+
+    def head(self, out: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Mean and bounded log-variance from the body's output."""
+        mean, raw = out.chunk(2, dim=-1)
         logvar = self.max_logvar - F.softplus(self.max_logvar - raw)
         logvar = self.min_logvar + F.softplus(logvar - self.min_logvar)
         return mean, logvar
 
     def nll(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         """Gaussian NLL summed over output dims: (E, B)."""
-        mean, logvar = self(x)
+        return self.nll_from(self.body(x), y)
+
+    def nll_from(self, out: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        mean, logvar = self.head(out)
         per_dim = 0.5 * ((mean - y).square() * torch.exp(-logvar) + logvar + _LOG_2PI)
         return per_dim.sum(-1)
+
+    def mean_from(self, out: torch.Tensor) -> torch.Tensor:
+        return self.head(out)[0]
 
     def regularizer(self) -> torch.Tensor:
         return LOGVAR_BOUND_PENALTY * (self.max_logvar.sum() - self.min_logvar.sum())
@@ -81,15 +92,20 @@ class MixtureDensityNetwork(nn.Module):
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Component means, variances and log-weights, each (1, B, out, K)."""
-        e, b = x.shape[:2]
-        out = self.body(x).view(e, b, 3, self.out_dim, self.components)
-        mean, raw_var, logits = out.unbind(2)
+        return self.head(self.body(x))
+
+    def head(self, out: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        e, b = out.shape[:2]
+        mean, raw_var, logits = out.view(e, b, 3, self.out_dim, self.components).unbind(2)
         var = F.softplus(raw_var) + F.softplus(self.noise)
         return mean, var, torch.log_softmax(logits, dim=-1)
 
     def nll(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         """Mixture NLL summed over output dims: (1, B)."""
-        mean, var, log_w = self(x)
+        return self.nll_from(self.body(x), y)
+
+    def nll_from(self, out: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        mean, var, log_w = self.head(out)
         log_comp = -0.5 * ((y.unsqueeze(-1) - mean).square() / var + torch.log(var) + _LOG_2PI)
         per_dim = -torch.logsumexp(log_w + log_comp, dim=-1)
         return per_dim.sum(-1)
@@ -98,7 +114,10 @@ class MixtureDensityNetwork(nn.Module):
         return torch.zeros((), device=self.noise.device)
 
     def mean(self, x: torch.Tensor) -> torch.Tensor:
-        mean, _, log_w = self(x)
+        return self.mean_from(self.body(x))
+
+    def mean_from(self, out: torch.Tensor) -> torch.Tensor:
+        mean, _, log_w = self.head(out)
         return (mean * log_w.exp()).sum(-1)
 
     def sample(self, x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:

@@ -15,12 +15,16 @@ squared error of the mean in the targets' raw units, sum_j W_j (f_j - y_j)^2 (Va
 the state outputs, 1 on the reward); such a model is marked deterministic, so rollouts use its
 mean as VaGraM's deterministic models do. `warm_start` keeps the current parameters (an online loop
 refits every few hundred steps, as MBPO does); the normalisation is always refitted to the data.
+
+Many fits train as one computation (`prepare_fit`, then `train_fits`: the model rounds of an
+MBPO population); a single fit is a population of one. The optimiser is the position-independent
+Adam of `learning/adam.py`, so a fit's arithmetic does not depend on its company.
 """
 
 from __future__ import annotations
 
 import time
-from collections.abc import Mapping
+from collections.abc import Hashable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -29,7 +33,9 @@ import torch
 
 from tomrepro.core.config import ModelConfig
 from tomrepro.core.errors import TomreproError
+from tomrepro.learning.adam import Adam
 from tomrepro.learning.dynamics_model import DynamicsModel, model_inputs, model_targets
+from tomrepro.learning.networks import BatchedMLP
 
 
 @dataclass
@@ -175,6 +181,83 @@ class EarlyStopping:
         self.log.elites = elites.tolist()
 
 
+@dataclass
+class FitJob:
+    """One model's fit: `fit_dynamics`'s arguments."""
+
+    model: DynamicsModel
+    inputs: np.ndarray
+    targets: np.ndarray
+    weights: np.ndarray | None
+    generator: torch.Generator
+    target_weights: np.ndarray | None = None
+    warm_start: bool = False
+    max_epochs: int | None = None
+    batches_per_epoch: int | None = None
+    clip_weights: bool = True
+
+
+@dataclass
+class PreparedFit:
+    """A job after its checks, holdout split, normalisation and initialisation: ready to train."""
+
+    model: DynamicsModel
+    generator: torch.Generator
+    x_train: torch.Tensor
+    y_train: torch.Tensor
+    dim_train: torch.Tensor | None
+    x_hold: torch.Tensor
+    y_hold: torch.Tensor
+    weighting: SplitWeights
+    sampler: IndexSampler
+    steps: int
+    epochs: int
+    deterministic: bool
+    log: FitLog
+    seconds: float
+
+
+def prepare_fit(job: FitJob, device: torch.device) -> PreparedFit:
+    """Everything of a fit before its first gradient step, drawing from the job's generator in
+    the order a fit alone does; bad weights or rows raise here, before any training."""
+    start = time.perf_counter()
+    model, inputs, targets = job.model, job.inputs, job.targets
+    cfg: ModelConfig = model.cfg
+    n = len(inputs)
+    w = np.ones(n) if job.weights is None else check_weights(job.weights, n)
+    dim_w = (
+        None
+        if job.target_weights is None
+        else check_target_weights(job.target_weights, targets.shape)
+    )
+    train, hold = holdout_split(n, cfg, job.generator)
+    if len(train) == 0 or not (w[train] > 0).any():
+        raise TomreproError("no training rows with positive weight after the holdout split")
+    model.to(device)
+    model.fit_normalization(inputs[train], targets[train])
+    if not job.warm_start:
+        model.net.reset_parameters(job.generator)
+    weighting = split_weights(w, train, hold, cfg, device, job.clip_weights)
+    return PreparedFit(
+        model=model,
+        generator=job.generator,
+        x_train=torch.as_tensor(inputs[train], device=device),
+        y_train=torch.as_tensor(targets[train], device=device),
+        dim_train=None if dim_w is None else torch.as_tensor(dim_w[train], device=device),
+        x_hold=torch.as_tensor(inputs[hold], device=device),
+        y_hold=torch.as_tensor(targets[hold], device=device),
+        weighting=weighting,
+        sampler=IndexSampler(weighting.draw_probs, device, job.generator),
+        steps=job.batches_per_epoch
+        or cfg.batches_per_epoch
+        or max(1, len(train) // cfg.batch_size),
+        epochs=job.max_epochs or cfg.max_epochs,
+        deterministic=dim_w is not None,
+        log=FitLog(train_size=len(train), holdout_size=len(hold)),
+        seconds=time.perf_counter() - start,
+    )
+
+
 def fit_dynamics(
     model: DynamicsModel,
     inputs: np.ndarray,
@@ -189,80 +272,195 @@ def fit_dynamics(
     batches_per_epoch: int | None = None,
     clip_weights: bool = True,
 ) -> FitLog:
-    """Fit `model` in place on rows (N, in) -> (N, out) with optional per-row weights.
+    """Fit `model` in place on rows (N, in) -> (N, out) with optional per-row weights: a
+    population of one (`train_fits`).
 
     `max_epochs` and `batches_per_epoch` override the model config's caps for this fit;
     `clip_weights=False` resamples ∝ the weights unclipped (PMAC's probabilities).
     """
-    cfg: ModelConfig = model.cfg
-    n = len(inputs)
-    w = np.ones(n) if weights is None else check_weights(weights, n)
-    dim_w = None if target_weights is None else check_target_weights(target_weights, targets.shape)
+    job = FitJob(
+        model,
+        inputs,
+        targets,
+        weights,
+        generator,
+        target_weights,
+        warm_start,
+        max_epochs,
+        batches_per_epoch,
+        clip_weights,
+    )
+    return train_fits([prepare_fit(job, device)])[0]
+
+
+def train_fits(fits: Sequence[PreparedFit]) -> list[FitLog]:
+    """Train prepared fits together, each exactly as it would train alone: fits of one
+    architecture, minibatch schedule and loss form are one stacked network (one batched matmul
+    per layer for all their members) with each fit's own head, data, weights, sampler, early
+    stopping and elites."""
+    groups: dict[Hashable, list[int]] = {}
+    for i, fit in enumerate(fits):
+        groups.setdefault(_stack_key(fit), []).append(i)
+    logs: list[FitLog] = [fit.log for fit in fits]
+    for members in groups.values():
+        _train_stacked([fits[i] for i in members])
+    return logs
+
+
+def _stack_key(fit: PreparedFit) -> Hashable:
+    net, cfg = fit.model.net, fit.model.cfg
+    shapes = tuple(tuple(p.shape) for p in net.body.parameters())
+    return (
+        type(net),
+        shapes,
+        fit.steps,
+        cfg.batch_size,
+        cfg.lr,
+        fit.dim_train is None,
+        fit.weighting.train_weights is None,
+        fit.x_train.device,
+    )
+
+
+def _train_stacked(fits: list[PreparedFit]) -> None:
+    """The epochs of fits that share a stack; each stops by its own early stopping (a stopped
+    fit draws no more minibatches and leaves the loss; its best parameters are kept)."""
     start = time.perf_counter()
-    train, hold = holdout_split(n, cfg, generator)
-    if len(train) == 0 or not (w[train] > 0).any():
-        raise TomreproError("no training rows with positive weight after the holdout split")
+    first = fits[0]
+    members, batch, steps = first.model.members, first.model.cfg.batch_size, first.steps
+    stack = _StackedBodies([fit.model for fit in fits])
+    try:
+        heads = [
+            p
+            for fit in fits
+            for name, p in fit.model.net.named_parameters()
+            if not name.startswith("body.")
+        ]
+        optimizer = Adam([*stack.parameters(), *heads], lr=first.model.cfg.lr)
+        stopping = [EarlyStopping(fit.model, fit.log) for fit in fits]
+        going = [fit.epochs > 0 for fit in fits]
+        # A fit that has stopped keeps its last minibatch in the stack's input, out of the loss.
+        idx = [
+            torch.zeros((members, batch), dtype=torch.long, device=fit.x_train.device)
+            for fit in fits
+        ]
+        for epoch in range(max(fit.epochs for fit in fits)):
+            if not any(going):
+                break
+            totals = [torch.zeros(members, device=fit.x_train.device) for fit in fits]
+            for _ in range(steps):
+                for r, fit in enumerate(fits):
+                    if going[r]:
+                        idx[r] = fit.sampler.draw((members, batch))  # each member its own
+                x = torch.cat(
+                    [
+                        fit.model.normalize_inputs(fit.x_train[i])
+                        for fit, i in zip(fits, idx, strict=True)
+                    ]
+                )
+                losses = []
+                for r, (fit, out) in enumerate(zip(fits, stack(x).split(members), strict=True)):
+                    if not going[r]:
+                        continue
+                    member_loss = _member_loss(fit, out, idx[r])
+                    losses.append(member_loss.sum() + fit.model.net.regularizer())
+                    totals[r] += member_loss.detach()
+                optimizer.zero_grad()
+                torch.stack(losses).sum().backward()
+                optimizer.step()
+            for r, fit in enumerate(fits):
+                if going[r]:
+                    going[r] = not _end_epoch(fit, stopping[r], epoch, totals[r] / steps)
+    finally:
+        stack.release()
+    seconds = (time.perf_counter() - start) / len(fits)
+    for fit, stop in zip(fits, stopping, strict=True):
+        stop.restore_and_pick_elites()
+        fit.model.deterministic.fill_(fit.deterministic)
+        fit.log.seconds = fit.seconds + seconds
 
-    model.to(device)
-    model.fit_normalization(inputs[train], targets[train])
-    if not warm_start:
-        model.net.reset_parameters(generator)
-    x_train = torch.as_tensor(inputs[train], device=device)
-    y_train = torch.as_tensor(targets[train], device=device)
-    dim_train = None if dim_w is None else torch.as_tensor(dim_w[train], device=device)
-    x_hold = torch.as_tensor(inputs[hold], device=device)
-    y_hold = torch.as_tensor(targets[hold], device=device)
-    weighting = split_weights(w, train, hold, cfg, device, clip_weights)
-    train_w = weighting.train_weights
-    sampler = IndexSampler(weighting.draw_probs, device, generator)
 
-    members, batch = model.members, cfg.batch_size
-    steps = batches_per_epoch or cfg.batches_per_epoch or max(1, len(train) // batch)
-    optimizer = torch.optim.Adam(model.net.parameters(), lr=cfg.lr, fused=True)
-    log = FitLog(train_size=len(train), holdout_size=len(hold))
-    stopping = EarlyStopping(model, log)
-    for epoch in range(max_epochs or cfg.max_epochs):
-        total = torch.zeros(members, device=device)
-        for _ in range(steps):
-            idx = sampler.draw((members, batch))  # (E, B): each member its own minibatch
-            x = model.normalize_inputs(x_train[idx])
-            y = model.normalize_targets(y_train[idx])
-            if dim_train is None:
-                nll = model.net.nll(x, y)  # (E, B)
-            else:
-                nll = weighted_squared_error(model, x, y, dim_train[idx])
-            if train_w is not None:
-                nll = nll * train_w[idx]
-            member_loss = nll.mean(1)  # (E,)
-            loss = member_loss.sum() + model.net.regularizer()
-            optimizer.zero_grad(set_to_none=False)
-            loss.backward()
-            optimizer.step()
-            total += member_loss.detach()
-        log.gradient_steps += steps
-        train_loss = (total / steps).cpu()
-        log.train_loss.append(float(train_loss.mean()))
-        # Without a holdout split, the training loss has to stand in for it.
-        holdout = (
-            _holdout_loss(model, x_hold, y_hold, weighting.holdout_weights)
-            if len(hold)
-            else train_loss
-        )
-        log.holdout_loss.append(holdout.tolist())
-        log.epochs = epoch + 1
-        if stopping.update(epoch, holdout):
-            break
-    stopping.restore_and_pick_elites()
-    model.deterministic.fill_(dim_w is not None)
-    log.seconds = time.perf_counter() - start
-    return log
+def _member_loss(fit: PreparedFit, out: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
+    """One fit's minibatch loss per member (E,) from its slice of the stack's output."""
+    model = fit.model
+    y = model.normalize_targets(fit.y_train[idx])
+    if fit.dim_train is None:
+        nll = model.net.nll_from(out, y)  # (E, B)
+    else:
+        nll = squared_error_from(model, out, y, fit.dim_train[idx])
+    if fit.weighting.train_weights is not None:
+        nll = nll * fit.weighting.train_weights[idx]
+    return nll.mean(1)
+
+
+def _end_epoch(
+    fit: PreparedFit, stopping: EarlyStopping, epoch: int, train_loss: torch.Tensor
+) -> bool:
+    """Book an epoch of one fit; True when the fit is done."""
+    log = fit.log
+    log.gradient_steps += fit.steps
+    train_loss = train_loss.cpu()
+    log.train_loss.append(float(train_loss.mean()))
+    # Without a holdout split, the training loss has to stand in for it.
+    holdout = (
+        _holdout_loss(fit.model, fit.x_hold, fit.y_hold, fit.weighting.holdout_weights)
+        if len(fit.x_hold)
+        else train_loss
+    )
+    log.holdout_loss.append(holdout.tolist())
+    log.epochs = epoch + 1
+    return stopping.update(epoch, holdout) or log.epochs >= fit.epochs
+
+
+class _StackedBodies:
+    """The bodies of R models as one `BatchedMLP` of R x E members while they train; each
+    model's body parameters are views into it, so its own methods (holdout loss, early
+    stopping) see the live values. `release` gives every model back parameters of its own."""
+
+    def __init__(self, models: list[DynamicsModel]) -> None:
+        self.bodies = [model.net.body for model in models]
+        members = models[0].members
+        layers = self.bodies[0].layers
+        widths = [layers[0].weight.shape[1], *(layer.weight.shape[2] for layer in layers)]
+        self.net = BatchedMLP(
+            members * len(models),
+            widths[0],
+            widths[1:-1],
+            widths[-1],
+            activation=type(self.bodies[0].activation),
+            group=members,
+        ).to(layers[0].weight.device)
+        with torch.no_grad():
+            for r, body in enumerate(self.bodies):
+                rows = slice(r * members, (r + 1) * members)
+                for own, stacked in zip(body.parameters(), self.net.parameters(), strict=True):
+                    stacked[rows].copy_(own)
+                    own.data = stacked.data[rows]
+
+    def parameters(self) -> list[torch.nn.Parameter]:
+        return list(self.net.parameters())
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net(x)
+
+    def release(self) -> None:
+        for body in self.bodies:
+            for p in body.parameters():
+                p.data = p.data.clone()
 
 
 def weighted_squared_error(
     model: DynamicsModel, x: torch.Tensor, y: torch.Tensor, weights: torch.Tensor
 ) -> torch.Tensor:
     """sum_j W_j (f_j - y_j)^2 in raw target units, from normalised x, y (E, B, .): (E, B)."""
-    error = (model.net.mean(x) - y) * model.target_std
+    return squared_error_from(model, model.net.body(x), y, weights)
+
+
+def squared_error_from(
+    model: DynamicsModel, out: torch.Tensor, y: torch.Tensor, weights: torch.Tensor
+) -> torch.Tensor:
+    """`weighted_squared_error` from the body's output."""
+    error = (model.net.mean_from(out) - y) * model.target_std
     return (weights * error.square()).sum(-1)
 
 

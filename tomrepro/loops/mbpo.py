@@ -52,8 +52,9 @@ from tomrepro.core.phase_timer import PhaseTimer
 from tomrepro.core.seeding import derive_seed
 from tomrepro.core.tasks import get_task
 from tomrepro.learning.devices import resolve_device
-from tomrepro.learning.dynamics_model import DynamicsModel
+from tomrepro.learning.dynamics_model import DynamicsModel, model_inputs, model_targets
 from tomrepro.learning.model_learners import (
+    LearnerPlan,
     ModelLearner,
     PlanInputs,
     build_learner,
@@ -61,7 +62,7 @@ from tomrepro.learning.model_learners import (
 )
 from tomrepro.learning.model_pool import MixedBatchSampler, ModelPool
 from tomrepro.learning.model_rollout import draw_rows, rollout_model
-from tomrepro.learning.model_training import fit_on_columns
+from tomrepro.learning.model_training import FitJob, PreparedFit, prepare_fit
 from tomrepro.learning.sac import SACRun
 from tomrepro.learning.serialization import load_tensors, save_tensors
 from tomrepro.learning.tom_weights import weight_summary
@@ -159,6 +160,16 @@ class RunState:
     last_stats: torch.Tensor | None = None  # the latest burst's SAC statistics
     noise: tuple[StepNoise, StepNoise] = field(init=False)  # exploration: normal, uniform
     bar: Any = None
+
+
+@dataclass(frozen=True)
+class ModelRound:
+    """A model round between its plan and its rollouts: the rows, the learner's plan and the
+    fit, prepared or (after `train_fits`) trained."""
+
+    columns: dict[str, np.ndarray]
+    plan: LearnerPlan
+    fit: PreparedFit
 
 
 class MBPORun:
@@ -412,9 +423,9 @@ class MBPORun:
         )
         return state
 
-    def before_updates(self, state: RunState) -> bool:
-        """Everything of one env step before its SAC burst (snapshot, evaluation, checkpoint,
-        model round, the env step itself); False once the run has reached its end."""
+    def before_round(self, state: RunState) -> bool:
+        """Everything of one env step before its model round (snapshot, evaluation,
+        checkpoint); False once the run has reached its end."""
         cfg, random_until = self.cfg, self.schedule.policy_start
         step = state.loop.step
         boundary = (step - self.first_step) % cfg.epoch_length == 0 or step == self.end_step
@@ -434,11 +445,21 @@ class MBPORun:
             return False
         if evaluated:
             self._checkpoint(state)
-        if step >= random_until and (step - random_until) % cfg.model_train_every == 0:
-            self._model_round(state)
+        return True
+
+    def round_due(self, state: RunState) -> bool:
+        """Whether this step starts with a model round (the same step in every run of a
+        population: they share length and schedule)."""
+        start = self.schedule.policy_start
+        step = state.loop.step
+        return step >= start and (step - start) % self.cfg.model_train_every == 0
+
+    def step_env(self, state: RunState) -> None:
+        """The env step itself: a uniform action before the policy starts, then the actor's."""
         tick = time.perf_counter()
+        step = state.loop.step
         normal, uniform = state.noise
-        if step < random_until:
+        if step < self.schedule.policy_start:
             low, high = state.env.action_space.low, state.env.action_space.high
             action = low + (high - low) * uniform.at(step)
         else:
@@ -447,7 +468,6 @@ class MBPORun:
         if finished is not None:
             state.loop.last_train_return = finished
         state.timer.add("env", time.perf_counter() - tick)
-        return True
 
     def bursts_now(self, state: RunState) -> bool:
         return bool(self.schedule.burst_at(state.loop.step))
@@ -479,8 +499,9 @@ class MBPORun:
             eps = torch.as_tensor(noise, device=self.device)
             return state.sac.actor.act(obs[None], eps[None])[0].cpu().numpy()
 
-    def _model_round(self, state: RunState) -> None:
-        """Plan, fit, roll out: one model round."""
+    def plan_round(self, state: RunState) -> ModelRound:
+        """A model round up to its fit: the learner's plan and the prepared fit (the fit itself
+        trains with the population's other fits, `train_fits`)."""
         cfg, timer = self.cfg, state.timer
         tick = time.perf_counter()
         columns = state.buffer.columns()
@@ -494,23 +515,31 @@ class MBPORun:
                 groups=lambda granularity: self._version_groups(columns, granularity),
             )
         )
-        tock = time.perf_counter()
-        timer.add("weights", tock - tick)
+        timer.add("weights", time.perf_counter() - tick)
         cold = state.loop.model_rounds == 0
-        fit = fit_on_columns(
+        job = FitJob(
             state.model,
-            columns,
+            model_inputs(columns["observations"], columns["actions"]),
+            model_targets(
+                columns["observations"], columns["next_observations"], columns["rewards"]
+            ),
             plan.row_weights,
             state.generators["model_fit"],
-            self.device,
             target_weights=plan.target_weights,
             warm_start=not cold,
             max_epochs=None if cold else cfg.model_max_epochs,
             batches_per_epoch=None if cold else cfg.model_batches_per_epoch,
             clip_weights=plan.clip_weights,
         )
+        return ModelRound(columns, plan, prepare_fit(job, self.device))
+
+    def finish_round(self, state: RunState, model_round: ModelRound) -> None:
+        """The rest of a model round once its fit has trained: rollouts into the pool, and
+        the round's record."""
+        cfg, timer = self.cfg, state.timer
+        columns, plan, fit = model_round.columns, model_round.plan, model_round.fit.log
+        timer.add("model_fit", fit.seconds)
         tick = time.perf_counter()
-        timer.add("model_fit", tick - tock)
         rows = draw_rows(
             plan.start_probs, len(columns["rewards"]), cfg.rollout_batch, state.generators["starts"]
         )

@@ -3,8 +3,10 @@
 Each run keeps everything of its own: env, buffer, model and model pool, generators, learner
 state, curve, checkpoint and output directory (the files are those of a run alone). The runs'
 actors and critics are the rows of one `SAC` population, so each SAC burst is one batched update
-of all runs on their own minibatches; model rounds, acting and evaluation run per run. A single
-run is a population of one through this same loop (`MBPORun.run`).
+of all runs on their own minibatches; the model fits of a round train as one stacked network,
+each on its own data and weights (`train_fits`); learners' plans (TOM's estimator), rollouts,
+acting and evaluation run per run, on parallel threads. A single run is a population of one
+through this same loop (`MBPORun.run`).
 
 A run that raises (a non-finite model, an env error) is marked failed — `failure.json` in its
 directory with the error, its checkpoint kept for a resume — and leaves the population; the
@@ -23,20 +25,22 @@ from collections.abc import Callable, Hashable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import ExitStack, nullcontext
 from pathlib import Path
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import numpy as np
 import torch
 
 from tomrepro.core.atomic import atomic_path
 from tomrepro.core.errors import ConfigError, TomreproError
+from tomrepro.learning.model_training import train_fits
 from tomrepro.learning.sac import SAC, SACBatch, SACRun
-from tomrepro.loops.mbpo import MBPORun, RunState
+from tomrepro.loops.mbpo import MBPORun, ModelRound, RunState
 
 log = logging.getLogger(__name__)
 FAILURE = "failure.json"
 GPU_RUNS_PER_POPULATION = 16
 Item = TypeVar("Item")
+Active = tuple[MBPORun, RunState]
 
 
 def default_runs_per_population(device: str | None) -> int:
@@ -134,23 +138,53 @@ def _step_all(runs: list[MBPORun], record: bool) -> dict[Path, Exception]:
         sac, active = _regroup(sac, active, bounds)
     updates = first.cfg.updates_per_step
 
-    def advance(item: tuple[MBPORun, RunState]) -> bool | None:
-        """One run's env step and everything before its burst (finishing it at its end)."""
+    def begin(item: Active) -> bool | None:
+        """One run's step up to its model round (finishing the run at its end)."""
         run, state = item
-        going = _guarded(run, failures, lambda: run.before_updates(state), record)
+        going = _guarded(run, failures, lambda: run.before_round(state), record)
         if going is False:
             _guarded(run, failures, lambda: run.finish(state), record)
         return going
 
-    # The runs' own phases (env steps, model rounds, evaluation, checkpoints) run on the CPU
+    def plan(item: Active) -> ModelRound | None:
+        run, state = item
+        return _guarded(run, failures, lambda: run.plan_round(state), record)
+
+    def end_round(pair: tuple[Active, ModelRound]) -> bool | None:
+        (run, state), model_round = pair
+        return _guarded(run, failures, lambda: _done(run.finish_round, state, model_round), record)
+
+    def step(item: Active) -> bool | None:
+        run, state = item
+        return _guarded(run, failures, lambda: _done(run.step_env, state), record)
+
+    # The runs' own phases (env steps, plans, rollouts, evaluation, checkpoints) run on the CPU
     # cores in parallel: MuJoCo and torch release the GIL, and no run touches another's state.
     # Each worker's torch ops use the process's torch threads, so the workers get the cores
     # those leave (more would thrash: 2.8x slower measured with 2 x 2 threads on 2 cores).
+    # The model fits of a round train together, as one stacked network (`train_fits`).
     workers = population_workers(len(runs))
     with ThreadPoolExecutor(workers) if workers > 1 else nullcontext() as pool:
+
+        def each(work: Callable[[Any], Any], items: list[Any]) -> list[Any]:
+            return list(pool.map(work, items)) if pool else [work(item) for item in items]
+
         while active:
-            going = list(pool.map(advance, active)) if pool else [advance(a) for a in active]
-            stepping = [item for item, g in zip(active, going, strict=True) if g]
+            stepping = _kept(active, each(begin, active))
+            due = [item for item in stepping if item[0].round_due(item[1])]
+            if due:
+                planned = [(i, r) for i, r in zip(due, each(plan, due), strict=True) if r]
+                try:
+                    train_fits([model_round.fit for _, model_round in planned])
+                except Exception as exc:  # a shared computation fails all its runs
+                    for (run, _), _ in planned:
+                        _guarded(run, failures, _raiser(exc), record)
+                    planned = []
+                ended = each(end_round, planned)
+                done = {id(item) for (item, _), ok in zip(planned, ended, strict=True) if ok}
+                due_ids = {id(item) for item in due}
+                stepping = [i for i in stepping if id(i) not in due_ids or id(i) in done]
+            stepping = _kept(stepping, each(step, stepping))
             if len(stepping) != len(active):
                 sac, active = _regroup(sac, stepping, bounds) if stepping else (sac, [])
                 if not active:
@@ -167,6 +201,24 @@ def _step_all(runs: list[MBPORun], record: bool) -> dict[Path, Exception]:
             for r, (run, state) in enumerate(active):
                 run.after_updates(state, None if stats is None else stats[r], seconds)
     return failures
+
+
+def _kept(items: list[Active], results: list[Any]) -> list[Active]:
+    """The runs whose phase went on (a result that is not None or False)."""
+    return [item for item, ok in zip(items, results, strict=True) if ok]
+
+
+def _done(work: Callable[..., None], *args: Any) -> bool:
+    """`work(*args)`, then True: a phase that returns nothing, as one that went on."""
+    work(*args)
+    return True
+
+
+def _raiser(exc: Exception) -> Callable[[], None]:
+    def work() -> None:
+        raise exc
+
+    return work
 
 
 def _guarded(run: MBPORun, failures: dict[Path, Exception], work, record: bool):

@@ -724,7 +724,8 @@ def estimate_mbpo_run(
     first of mbpo.tasks), or continued from collect snapshot `snapshot` for
     mbpo.continue_env_steps."""
     parts = _mbpo_run_parts(profile, costs, learner, task, snapshot)
-    return parts.stepping + parts.training + parts.updates * costs.task(parts.task).sac_update
+    sac = parts.updates * costs.task(parts.task).sac_update
+    return parts.stepping + parts.training + parts.fits + sac
 
 
 def estimate_population(
@@ -743,10 +744,15 @@ def estimate_population(
     parts = [_mbpo_run_parts(profile, costs, m, task, snapshot) for m in learners]
     cpus = os.cpu_count() or 1
     threads = min(len(parts), threads or max(1, cpus // costs.threads))
-    together = sum(p.stepping for p in parts) / costs.speedup("stepping", threads) + sum(
-        p.training for p in parts
-    ) / costs.speedup("training", threads)
-    own = max(max(p.stepping + p.training for p in parts), together)
+    # The model fits of a round train as one stack: on CPU its runs' groups of members run one
+    # after another, so a stack costs its runs' fits together (a GPU stack, cheaper, is not
+    # timed yet: there this is an upper bound).
+    together = (
+        sum(p.stepping for p in parts) / costs.speedup("stepping", threads)
+        + sum(p.training for p in parts) / costs.speedup("training", threads)
+        + sum(p.fits for p in parts)
+    )
+    own = max(max(p.stepping + p.training + p.fits for p in parts), together)
     sac = parts[0].updates * costs.population_update(parts[0].task, len(parts))
     return own + sac, sac
 
@@ -758,7 +764,8 @@ class RunParts:
 
     task: str
     stepping: float  # seconds of env steps, actions and evaluation episodes
-    training: float  # seconds of model fits, model rollouts and TOM rounds
+    training: float  # seconds of model rollouts and TOM rounds
+    fits: float  # seconds of model fits
     updates: int
 
 
@@ -790,7 +797,7 @@ def _mbpo_run_parts(
     )
     steps = np.arange(first, end)
     stepping = len(steps) * c.env_step + int(np.sum(steps >= policy_start)) * c.act_torch
-    training = 0.0
+    training = fitting = 0.0
     updates = int(schedule.burst_at(steps).sum()) * cfg.updates_per_step
     # A model round before each of these env steps; the buffer then holds that many rows.
     rounds = np.arange(max(first, policy_start), end, cfg.model_train_every)
@@ -800,7 +807,8 @@ def _mbpo_run_parts(
         )
         fits[0] = fit_seconds(c, profile.model, rounds[0])  # the first fit is cold: model caps
         lengths = [cfg.rollout_length_at(int(e)) for e in (rounds - first) // cfg.epoch_length]
-        training += float(fits.sum()) + cfg.rollout_batch * sum(lengths) * c.rollout_row
+        fitting = float(fits.sum())
+        training += cfg.rollout_batch * sum(lengths) * c.rollout_row
         discriminator = _discriminator(learner)
         if discriminator is not None:
             tom = profile.tom
@@ -810,7 +818,7 @@ def _mbpo_run_parts(
         (end - first) % cfg.epoch_length != 0
     )
     stepping += evaluations * _evaluation_seconds(c, cfg.eval_episodes, limit)
-    return RunParts(task_id, stepping, training, updates)
+    return RunParts(task_id, stepping, training, fitting, updates)
 
 
 def estimate_collect_run(profile: ProfileConfig, costs: PhaseCosts) -> float:
