@@ -4,13 +4,17 @@ MBPO runs.
 1. SAC updates (the online loop's largest phase: 5 per env step on average at the official
    schedule): milliseconds of one population update, updates per second per run and in
    aggregate, against R single-run updates one after another. Hopper's sizes, 256 x 256, batch 256.
-2. MBPO runs of Hopper (`--mbpo-steps` env steps each, the default profile's networks and the
+2. Model fits (a model round of R runs): one stacked fit of R models (`train_fits`, the
+   profile's model: the official MDN, 200 x 4) on their own data, against the same R fits one
+   after another; milliseconds per minibatch step of the whole round.
+3. MBPO runs of Hopper (`--mbpo-steps` env steps each, the default profile's networks and the
    official schedule; `--rollout-batch` model rollouts per round, 10 000 here against MBPO's
    100 000 to keep the benchmark short), half MLE and half TOM, seeds 0..R-1: env steps per
    second per run and in aggregate and the share of time per phase for a population of R, and
    the same R runs as separate processes (one per CPU core, one torch thread each).
 
-Run: `python benchmarks/population.py [--sizes 1 4 16 32] [--mbpo-sizes 1 2 4] [--device auto]`.
+Run: `python benchmarks/population.py [--sizes 1 4 16 32] [--fit-sizes 1 4 16 32]
+[--mbpo-sizes 1 2 4] [--device auto]`.
 CUDA graphs are not built yet; on a GPU this measures the eager CUDA path.
 """
 
@@ -26,8 +30,16 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from tomrepro.core.config import ProfileConfig, SACConfig, load_profile, with_overrides
+from tomrepro.core.config import (
+    ModelConfig,
+    ProfileConfig,
+    SACConfig,
+    load_profile,
+    with_overrides,
+)
 from tomrepro.learning.devices import resolve_device
+from tomrepro.learning.dynamics_model import DynamicsModel
+from tomrepro.learning.model_training import FitJob, prepare_fit, train_fits
 from tomrepro.learning.reference_speed import sac_update_ms
 from tomrepro.learning.sac import SAC, SACBatch
 from tomrepro.loops.mbpo import PHASES, MBPORun, run_status
@@ -69,6 +81,37 @@ def seconds_per_update(runs: int, device: torch.device, seconds: float) -> float
         sync()
         times.append(time.perf_counter() - tick)
     return float(np.median(times))
+
+
+def _fit_jobs(runs: int, cfg: ModelConfig, rows: int, steps: int) -> list[FitJob]:
+    jobs = []
+    for r in range(runs):
+        g = torch.Generator().manual_seed(r)
+        inputs = torch.randn((rows, OBS_DIM + ACT_DIM), generator=g).numpy()
+        targets = torch.randn((rows, OBS_DIM + 1), generator=g).numpy()
+        jobs.append(FitJob(DynamicsModel(cfg, OBS_DIM, ACT_DIM), inputs, targets, None, g,
+                           max_epochs=1, batches_per_epoch=steps))  # fmt: skip
+    return jobs
+
+
+def seconds_per_fit_step(runs: int, device: torch.device, stacked: bool, steps: int) -> float:
+    """Wall seconds per minibatch step of a round of `runs` model fits (one epoch of `steps`
+    steps each, 2000 rows), stacked or one after another; the second of two rounds."""
+    cfg = load_profile("default").model
+    sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
+    seconds = 0.0
+    for _ in range(2):
+        jobs = _fit_jobs(runs, cfg, 2000, steps)
+        sync()
+        tick = time.perf_counter()
+        if stacked:
+            train_fits([prepare_fit(job, device) for job in jobs])
+        else:
+            for job in jobs:
+                train_fits([prepare_fit(job, device)])
+        sync()
+        seconds = time.perf_counter() - tick
+    return seconds / steps
 
 
 def mbpo_profile(steps: int, rollout_batch: int) -> ProfileConfig:
@@ -129,6 +172,8 @@ def main() -> None:
     parser.add_argument("--sizes", type=int, nargs="+", default=[1, 4, 16, 32])
     parser.add_argument("--device", default="auto")
     parser.add_argument("--seconds", type=float, default=3.0)
+    parser.add_argument("--fit-sizes", type=int, nargs="*", default=[1, 4, 16, 32])
+    parser.add_argument("--fit-steps", type=int, default=20)
     parser.add_argument("--mbpo-sizes", type=int, nargs="*", default=[1, 2, 4])
     parser.add_argument("--mbpo-steps", type=int, default=500)
     parser.add_argument("--rollout-batch", type=int, default=10_000)
@@ -147,6 +192,16 @@ def main() -> None:
             f"{runs:>4}{1000 * t:>11.2f}{1 / t:>11.1f}{runs / t:>11.1f}{runs * single / t:>13.2f}x"
         )
     print("vs R singles: R single-run updates one after another / one population update")
+    if args.fit_sizes:
+        steps = args.fit_steps
+        print(f"\nmodel fits (default profile's model), {steps} minibatch steps per fit")
+        print(f"{'R':>4}{'ms/step stacked':>17}{'ms/step one by one':>20}{'speed-up':>10}")
+        for runs in args.fit_sizes:
+            stacked = seconds_per_fit_step(runs, device, True, steps)
+            serial = seconds_per_fit_step(runs, device, False, steps)
+            print(
+                f"{runs:>4}{1000 * stacked:>17.2f}{1000 * serial:>20.2f}{serial / stacked:>9.2f}x"
+            )
     if not args.mbpo_sizes:
         return
     profile = mbpo_profile(args.mbpo_steps, args.rollout_batch)
