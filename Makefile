@@ -37,7 +37,7 @@ browser:
 
 # pytest exits 5 when it collects nothing; make would report that as failure, so map it to 0.
 test: install browser
-	$(BIN)/python -m pytest -q -m "not slow" || [ $$? -eq 5 ]
+	$(BIN)/python -m pytest -q -m "not slow" --durations=12 || [ $$? -eq 5 ]
 
 test-slow: install
 	$(BIN)/python -m pytest -q -m slow || [ $$? -eq 5 ]

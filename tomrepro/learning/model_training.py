@@ -17,8 +17,8 @@ mean as VaGraM's deterministic models do. `warm_start` keeps the current paramet
 refits every few hundred steps, as MBPO does); the normalisation is always refitted to the data.
 
 Many fits train as one computation (`prepare_fit`, then `train_fits`: the model rounds of an
-MBPO population); a single fit is a population of one. The optimiser is the position-independent
-Adam of `learning/adam.py`, so a fit's arithmetic does not depend on its company.
+MBPO population); a single fit is a population of one, and a fit's arithmetic on CPU does not
+depend on its company (`_StackOptimizer` says how).
 """
 
 from __future__ import annotations
@@ -33,7 +33,6 @@ import torch
 
 from tomrepro.core.config import ModelConfig
 from tomrepro.core.errors import TomreproError
-from tomrepro.learning.adam import Adam
 from tomrepro.learning.dynamics_model import DynamicsModel, model_inputs, model_targets
 from tomrepro.learning.networks import BatchedMLP
 
@@ -330,13 +329,7 @@ def _train_stacked(fits: list[PreparedFit]) -> None:
     members, batch, steps = first.model.members, first.model.cfg.batch_size, first.steps
     stack = _StackedBodies([fit.model for fit in fits])
     try:
-        heads = [
-            p
-            for fit in fits
-            for name, p in fit.model.net.named_parameters()
-            if not name.startswith("body.")
-        ]
-        optimizer = Adam([*stack.parameters(), *heads], lr=first.model.cfg.lr)
+        optimizer = _StackOptimizer(stack, [fit.model for fit in fits])
         stopping = [EarlyStopping(fit.model, fit.log) for fit in fits]
         going = [fit.epochs > 0 for fit in fits]
         # A fit that has stopped keeps its last minibatch in the stack's input, out of the loss.
@@ -367,7 +360,7 @@ def _train_stacked(fits: list[PreparedFit]) -> None:
                     totals[r] += member_loss.detach()
                 optimizer.zero_grad()
                 torch.stack(losses).sum().backward()
-                optimizer.step()
+                optimizer.step(going)
             for r, fit in enumerate(fits):
                 if going[r]:
                     going[r] = not _end_epoch(fit, stopping[r], epoch, totals[r] / steps)
@@ -410,6 +403,54 @@ def _end_epoch(
     log.holdout_loss.append(holdout.tolist())
     log.epochs = epoch + 1
     return stopping.update(epoch, holdout) or log.epochs >= fit.epochs
+
+
+class _StackOptimizer:
+    """torch's fused Adam for a stack. On CPU one optimiser per fit over the fit's own
+    parameters (its body's are views into the stack, given their slice of the stack's
+    gradient): torch's kernels round a tensor's vector body and scalar tail differently, so
+    only a tensor of the fit's own shape updates exactly as the fit alone would. On GPU one
+    optimiser over the whole stack: one launch, not R."""
+
+    def __init__(self, stack: _StackedBodies, models: list[DynamicsModel]) -> None:
+        self.stack, self.models = stack, models
+        lr = models[0].cfg.lr
+        self.per_fit = stack.net.layers[0].weight.device.type == "cpu"
+        if self.per_fit:
+            self.optimizers = [
+                torch.optim.Adam(model.net.parameters(), lr=lr, fused=True) for model in models
+            ]
+        else:
+            heads = [p for model in models for p in _head_parameters(model)]
+            self.optimizers = [torch.optim.Adam([*stack.parameters(), *heads], lr=lr, fused=True)]
+
+    def zero_grad(self) -> None:
+        self.stack.net.zero_grad(set_to_none=False)
+        for model in self.models:
+            for p in _head_parameters(model):
+                if p.grad is not None:
+                    p.grad.zero_()
+
+    def step(self, going: list[bool]) -> None:
+        """An update of the fits still going (on GPU the stopped ones step too, on zero
+        gradients: harmless, as their best parameters are restored at the end)."""
+        if not self.per_fit:
+            self.optimizers[0].step()
+            return
+        members = self.models[0].members
+        for r, (model, optimizer) in enumerate(zip(self.models, self.optimizers, strict=True)):
+            if not going[r]:
+                continue
+            rows = slice(r * members, (r + 1) * members)
+            for own, stacked in zip(
+                model.net.body.parameters(), self.stack.parameters(), strict=True
+            ):
+                own.grad = None if stacked.grad is None else stacked.grad[rows]
+            optimizer.step()
+
+
+def _head_parameters(model: DynamicsModel) -> list[torch.nn.Parameter]:
+    return [p for name, p in model.net.named_parameters() if not name.startswith("body.")]
 
 
 class _StackedBodies:
