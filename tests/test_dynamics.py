@@ -234,3 +234,39 @@ def test_fits_trained_together_equal_each_fit_alone(family, weighting):
         assert torch.equal(job.generator.get_state(), own.generator.get_state())
         epochs.append(single.epochs)
     assert len(set(epochs)) > 1  # the fits ended at different epochs
+
+
+def test_the_gpu_way_of_stacking_fits_gives_the_same_fits_up_to_rounding(monkeypatch):
+    """The one-call path a GPU takes (all members in one matmul, one Adam over the stack), run
+    on CPU: the same fits as alone up to float rounding (its CUDA run is untested)."""
+    from tomrepro.learning import model_training
+    from tomrepro.learning.networks import BatchedLinear
+
+    cfg = ModelConfig(
+        family="ensemble", hidden_sizes=(32, 32), ensemble_size=3, elites=2, max_epochs=6,
+        batches_per_epoch=4, patience=5,
+    )  # fmt: skip
+    alone = _jobs(cfg)
+    single = [
+        fit_dynamics(
+            job.model,
+            job.inputs,
+            job.targets,
+            job.weights,
+            job.generator,
+            CPU,
+            max_epochs=job.max_epochs,
+            batches_per_epoch=job.batches_per_epoch,
+        )
+        for job in alone
+    ]
+    monkeypatch.setattr(model_training, "exact_per_fit", lambda device: False)
+    monkeypatch.setattr(
+        BatchedLinear, "forward", lambda self, x: torch.baddbmm(self.bias, x, self.weight)
+    )
+    together = _jobs(cfg)
+    logs = train_fits([prepare_fit(job, CPU) for job in together])
+    for job, own, log, first in zip(alone, together, logs, single, strict=True):
+        assert log.epochs == first.epochs and log.elites == first.elites
+        for a, b in zip(job.model.parameters(), own.model.parameters(), strict=True):
+            torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5)

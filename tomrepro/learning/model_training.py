@@ -415,7 +415,7 @@ class _StackOptimizer:
     def __init__(self, stack: _StackedBodies, models: list[DynamicsModel]) -> None:
         self.stack, self.models = stack, models
         lr = models[0].cfg.lr
-        self.per_fit = stack.net.layers[0].weight.device.type == "cpu"
+        self.per_fit = exact_per_fit(stack.net.layers[0].weight.device)
         if self.per_fit:
             self.optimizers = [
                 torch.optim.Adam(model.net.parameters(), lr=lr, fused=True) for model in models
@@ -447,6 +447,12 @@ class _StackOptimizer:
             ):
                 own.grad = None if stacked.grad is None else stacked.grad[rows]
             optimizer.step()
+
+
+def exact_per_fit(device: torch.device) -> bool:
+    """Whether a stack updates each fit on its own (CPU: bit-identical to the fit alone) or
+    all at once (GPU: one launch)."""
+    return device.type == "cpu"
 
 
 def _head_parameters(model: DynamicsModel) -> list[torch.nn.Parameter]:
