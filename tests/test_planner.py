@@ -27,6 +27,7 @@ from tomrepro.loops.planner import (
     estimate_stages,
     measure_phases,
     measure_sac_update,
+    measure_stacked_fit_step,
     parallel_wall,
     sweep_populations,
     torch_threads,
@@ -175,39 +176,48 @@ def test_a_sweep_runs_its_runs_on_the_first_free_worker_in_grid_order():
 
 def population_costs(size: int) -> PhaseCosts:
     """ROUND's costs for sweeps in populations of `size`: a batched update of 4 runs takes 150
-    (of 2: 120), and 2 threads do half a run's stepping and two runs' training at once."""
+    (of 2: 120), a model step of a stack of 4 fits 2 (of 2: 1.5), and 2 threads do half a run's
+    stepping and two runs' training at once."""
     return dataclasses.replace(
         ROUND_COSTS,
         population=size,
         population_updates={TASK: {2: 120.0, 4: 150.0}},
         thread_speedup={2: {"stepping": 0.5, "training": 2.0}},
+        population_fit_steps={TASK: {2: 1.5, 4: 2.0}},
     )
 
 
 def test_a_population_is_its_threads_share_of_the_runs_own_work_plus_batched_updates():
     """The tiny profile's from-scratch sweep (mle s0, s1, tom s0, s1) on 2 CPUs at ROUND's
     costs, split as `hand_counted` counts it into stepping (env steps, actions, tests), the
-    threads' training (rollouts, TOM's round) and model fits (one stack per round: its runs'
-    fits add up), with 160 SAC updates per run."""
+    threads' training (rollouts, TOM's round) and model fits (one stack per round: each run's
+    fit steps at its share of the stack's step), with 160 SAC updates per run."""
     tests = 3 * (1000 + 5 * (1 + 1))
     stepping = 100 * 1 + 80 * 10 + tests
-    fits = (5 + 2 * (1 + 1)) + (5 + 3 + 1)
+
+    def fits(step: float) -> float:  # a cold fit of 2 epochs of 1 step, a warm one of 3 steps
+        return (5 + 2 * (step + 1)) + (5 + 3 * step + 1)
+
     training_mle = 2 * 5
     training_tom = training_mle + 7 * 2 + 20 * 3 + 60 * 0.01
     profile = tiny_profile()
     # One population of 4 on 2 threads: stepping at 0.5 runs per run-time, training at 2.
     four = estimate_stages(profile, population_costs(4), parallel_runs=2, cpus=2)
-    own = 4 * stepping / 0.5 + 2 * (training_mle + training_tom) / 2.0 + 4 * fits
+    own = 4 * stepping / 0.5 + 2 * (training_mle + training_tom) / 2.0 + 4 * fits(2.0 / 4)
     assert four["mbpo_scratch"] == pytest.approx(own + 160 * 150.0)
     # Two populations of 2 side by side: one thread each, so their runs' work adds up.
     two = estimate_stages(profile, population_costs(2), parallel_runs=2, cpus=2)
-    slower = 2 * (stepping + training_tom + fits) + 160 * 120.0
+    slower = 2 * (stepping + training_tom + fits(1.5 / 2)) + 160 * 120.0
     assert two["mbpo_scratch"] == pytest.approx(slower)
     # A population whose own work is one run's: never faster than its slowest run.
     wall, sac = estimate_population(profile, population_costs(2), ["tom"] * 2, threads=2)
     assert sac == 160 * 120.0
     assert wall == pytest.approx(
-        max(stepping + training_tom + fits, 2 * stepping / 0.5 + training_tom + 2 * fits) + sac
+        max(
+            stepping + training_tom + fits(0.75),
+            2 * stepping / 0.5 + training_tom + 2 * fits(0.75),
+        )
+        + sac
     )
     # A population of one is the run alone.
     alone, _ = estimate_population(profile, population_costs(4), ["tom"])
@@ -234,6 +244,10 @@ def test_costs_round_trip_through_json_with_population_measurements():
         assert PhaseCosts.from_json(json.loads(json.dumps(costs.to_json()))) == costs
     seconds = measure_sac_update(11, 3, tiny_profile().sac, torch.device("cpu"), 3, budget=0.05)
     assert 0 < seconds < 10
+    step = measure_stacked_fit_step(
+        tiny_profile().model, get_task(TASK), torch.device("cpu"), 3, budget=0.05
+    )
+    assert 0 < step < 10
 
 
 def _estimated_and_measured(profile, device, root) -> dict[str, tuple[float, float]]:

@@ -43,7 +43,7 @@ import time
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any, Literal
 
@@ -65,7 +65,7 @@ from tomrepro.learning.finite_dual import Divergence, solve_dual
 from tomrepro.learning.finite_features import DiscretePolicy, one_hot
 from tomrepro.learning.finite_mdp import random_mdp, random_policy, transition_occupancy
 from tomrepro.learning.model_rollout import rollout_model
-from tomrepro.learning.model_training import fit_on_columns
+from tomrepro.learning.model_training import FitJob, fit_on_columns, prepare_fit, train_fits
 from tomrepro.learning.policy import SnapshotPolicy
 from tomrepro.learning.sac import SAC, MinibatchSampler, SquashedGaussianActor
 from tomrepro.loops.collect import snapshot_steps
@@ -146,6 +146,8 @@ class PhaseCosts:
     # threads -> per kind of phase (`SPEEDUP_KINDS`), how many runs' phases that many threads
     # do in the time one thread does one run's
     thread_speedup: dict[int, dict[str, float]] = field(default_factory=dict)
+    # task -> {runs: seconds of one minibatch step of that many model fits as one stack}
+    population_fit_steps: dict[str, dict[int, float]] = field(default_factory=dict)
 
     def task(self, task_id: str) -> TaskCosts:
         if task_id not in self.tasks:
@@ -160,6 +162,22 @@ class PhaseCosts:
         if runs not in measured:
             raise TomreproError(f"no SAC update of a population of {runs} measured on {task_id!r}")
         return measured[runs]
+
+    def population_fit_step(self, task_id: str, runs: int) -> float:
+        """Seconds of one minibatch step of `runs` stacked model fits of `task_id`."""
+        if runs == 1:
+            return self.task(task_id).model_step
+        measured = self.population_fit_steps.get(task_id, {})
+        if runs not in measured:
+            raise TomreproError(f"no model step of a stack of {runs} fits measured on {task_id!r}")
+        return measured[runs]
+
+    def in_population(self, task_id: str, runs: int) -> PhaseCosts:
+        """These costs as each of `runs` runs of a population sees them: its share of the
+        stacked model step."""
+        share = self.population_fit_step(task_id, runs) / runs
+        tasks = {**self.tasks, task_id: replace(self.task(task_id), model_step=share)}
+        return replace(self, tasks=tasks)
 
     def speedup(self, kind: str, threads: int) -> float:
         """The `kind` phases' speedup on `threads` threads: measured at the most threads a
@@ -192,6 +210,10 @@ class PhaseCosts:
             {
                 int(threads): {kind: float(x) for kind, x in kinds.items()}
                 for threads, kinds in raw.get("thread_speedup", {}).items()
+            },
+            {
+                task: {int(runs): float(s) for runs, s in sizes.items()}
+                for task, sizes in raw.get("population_fit_steps", {}).items()
             },
         )
 
@@ -295,6 +317,39 @@ def measure_sac_update(
     return seconds_per_call(
         lambda: agents.update(stack_batches([s.sample() for s in samplers])), device, budget
     )
+
+
+def measure_stacked_fit_step(
+    model_cfg: ModelConfig,
+    task: Task,
+    device: torch.device,
+    runs: int,
+    budget: float = 0.5,
+    seed: int = 0,
+) -> float:
+    """Seconds of one minibatch step of `runs` model fits trained as one stack (`train_fits`),
+    on synthetic rows: from rounds of one epoch of few and of many steps, the faster of two
+    each, so that setup and holdout passes cancel."""
+    rng = np.random.default_rng(derive_seed(seed, "planner", 13))
+    columns = _random_buffer(task.obs_dim, task.act_dim, rng).columns()
+    inputs = model_inputs(columns["observations"], columns["actions"])
+    targets = model_targets(
+        columns["observations"], columns["next_observations"], columns["rewards"]
+    )
+    models = [DynamicsModel(model_cfg, task.obs_dim, task.act_dim) for _ in range(runs)]
+
+    def stack(batches: int) -> None:
+        generators = [_generator(seed, 300 + r) for r in range(runs)]
+        jobs = [
+            FitJob(m, inputs, targets, None, g, max_epochs=1, batches_per_epoch=batches)
+            for m, g in zip(models, generators, strict=True)
+        ]
+        train_fits([prepare_fit(job, device) for job in jobs])
+
+    few = min(_timed(lambda: stack(1), device) for _ in range(2))
+    batches = int(np.clip(budget / 2 / max(few, 1e-6), 4, 500))
+    many = min(_timed(lambda: stack(1 + batches), device) for _ in range(2))
+    return max(many - few, 1e-9) / batches
 
 
 SPEEDUP_KINDS = ("stepping", "training")
@@ -623,6 +678,7 @@ def measure_phases(
         raise ConfigError(f"the time per phase must be in (0, 10] seconds, got {budget}")
     torch_device = device if isinstance(device, torch.device) else resolve_device(device)
     updates: dict[str, dict[int, float]] = {}
+    fit_steps: dict[str, dict[int, float]] = {}
     speedup: dict[int, dict[str, float]] = {}
     with torch_threads(threads) as used:
         tasks = {
@@ -639,11 +695,17 @@ def measure_phases(
                     )
                     for runs in sorted(sizes - {1})
                 }
+                fit_steps[task_id] = {
+                    runs: measure_stacked_fit_step(profile.model, task, torch_device, runs, budget)
+                    for runs in sorted(sizes - {1})
+                }
             most = min(population, max(1, (os.cpu_count() or 1) // used))
             if most > 1:
                 task = get_task(profile.mbpo.tasks[0])
                 speedup[most] = measure_thread_speedup(profile, task, torch_device, most, budget)
-    return PhaseCosts(torch_device.type, used, population, tasks, finite, updates, speedup)
+    return PhaseCosts(
+        torch_device.type, used, population, tasks, finite, updates, speedup, fit_steps
+    )
 
 
 def population_sizes(profile: ProfileConfig, size: int) -> dict[str, set[int]]:
@@ -741,19 +803,21 @@ def estimate_population(
     of `learners` in one cell (`loops/mbpo_population.py`), the runs' own phases on `threads`
     threads (default: as the loop starts them on this machine at `costs.threads` torch
     threads)."""
-    parts = [_mbpo_run_parts(profile, costs, m, task, snapshot) for m in learners]
+    cell = profile.collect.task if snapshot is not None else task or _mbpo(profile).tasks[0]
+    update = costs.population_update(cell, len(learners))
+    shared = costs.in_population(cell, len(learners))
+    parts = [_mbpo_run_parts(profile, shared, m, task, snapshot) for m in learners]
     cpus = os.cpu_count() or 1
     threads = min(len(parts), threads or max(1, cpus // costs.threads))
-    # The model fits of a round train as one stack: on CPU its runs' groups of members run one
-    # after another, so a stack costs its runs' fits together (a GPU stack, cheaper, is not
-    # timed yet: there this is an upper bound).
+    # The model fits of a round train as one stack; each run's fit is counted at its share of
+    # the stack's measured step, so the runs' fits add up to the stack's time.
     together = (
         sum(p.stepping for p in parts) / costs.speedup("stepping", threads)
         + sum(p.training for p in parts) / costs.speedup("training", threads)
         + sum(p.fits for p in parts)
     )
     own = max(max(p.stepping + p.training + p.fits for p in parts), together)
-    sac = parts[0].updates * costs.population_update(parts[0].task, len(parts))
+    sac = parts[0].updates * update
     return own + sac, sac
 
 
@@ -1169,6 +1233,9 @@ def plan_lines(plan: Plan) -> list[str]:
         for task, sizes in sweep.population_updates.items():
             each = ", ".join(f"{r} runs {_per_unit(x)}" for r, x in sizes.items())
             lines.append(f"  SAC update of a population on {task}: {each}")
+        for task, sizes in sweep.population_fit_steps.items():
+            each = ", ".join(f"{r} fits {_per_unit(x)}" for r, x in sizes.items())
+            lines.append(f"  model step of a stack of fits on {task}: {each}")
     names = [f.name for f in fields(TaskCosts)]
     tasks = list(costs.tasks)
     lines.append("measured phase costs (per unit)")
