@@ -94,13 +94,13 @@ def test_one_hot_columns_encode_the_cells_and_refuse_bad_indices():
 
 def test_explicit_initial_observations_reach_the_dual_and_default_to_episode_starts(monkeypatch):
     seen = []
-    original = tom_weights.OccupancyRatioEstimator.fit
+    original = tom_weights.fit_estimators
 
-    def spy(self, data, initial_observations, actor, steps=None):
-        seen.append(initial_observations.clone())
-        return original(self, data, initial_observations, actor, steps=1)
+    def spy(fits, steps=None):
+        seen.extend(fit.initial_observations.clone() for fit in fits)
+        return original(fits, steps=1)
 
-    monkeypatch.setattr(tom_weights.OccupancyRatioEstimator, "fit", spy)
+    monkeypatch.setattr(tom_weights, "fit_estimators", spy)
     rng = np.random.default_rng(2)
     mdp, pi = random_mdp(rng, 4, 2, 0.9), random_policy(rng, 4, 2)
     s, a, s_next = sample_cells(rng, transition_occupancy(mdp, pi), 40)

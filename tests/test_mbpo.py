@@ -206,7 +206,7 @@ def test_a_population_of_every_learner_equals_each_run_alone(runs, tmp_path):
 
 
 class _FailingRun(MBPORun):
-    """Raises in its env step, or in its model round's plan, at step `fail_at`."""
+    """Raises in its env step, or as its model round starts, at step `fail_at`."""
 
     fail_at = 150
     phase = "step_env"
@@ -215,16 +215,16 @@ class _FailingRun(MBPORun):
         self._maybe_fail(state, "step_env")
         return super().step_env(state)
 
-    def plan_round(self, state):
-        self._maybe_fail(state, "plan_round")
-        return super().plan_round(state)
+    def start_round(self, state):
+        self._maybe_fail(state, "start_round")
+        return super().start_round(state)
 
     def _maybe_fail(self, state, phase):
         if phase == self.phase and state.loop.step >= self.fail_at:
             raise RuntimeError(f"simulated {phase} failure\nsecond line")
 
 
-@pytest.mark.parametrize("phase", ["step_env", "plan_round"])
+@pytest.mark.parametrize("phase", ["step_env", "start_round"])
 def test_a_failing_run_leaves_the_others_unchanged(runs, tmp_path, phase):
     good = MBPORun(smoke(), tmp_path / "mle", learner="mle", progress=False)
     bad = _FailingRun(smoke(), tmp_path / "pmac", learner="pmac", progress=False)

@@ -190,32 +190,32 @@ def population_costs(size: int) -> PhaseCosts:
 def test_a_population_is_its_threads_share_of_the_runs_own_work_plus_batched_updates():
     """The tiny profile's from-scratch sweep (mle s0, s1, tom s0, s1) on 2 CPUs at ROUND's
     costs, split as `hand_counted` counts it into stepping (env steps, actions, tests), the
-    threads' training (rollouts, TOM's round) and model fits (one stack per round: each run's
-    fit steps at its share of the stack's step), with 160 SAC updates per run."""
+    threads' training (rollouts) and the stacked work (TOM's round at its own cost, model fits
+    with each run's steps at its share of the stack's step), with 160 SAC updates per run."""
     tests = 3 * (1000 + 5 * (1 + 1))
     stepping = 100 * 1 + 80 * 10 + tests
 
     def fits(step: float) -> float:  # a cold fit of 2 epochs of 1 step, a warm one of 3 steps
         return (5 + 2 * (step + 1)) + (5 + 3 * step + 1)
 
-    training_mle = 2 * 5
-    training_tom = training_mle + 7 * 2 + 20 * 3 + 60 * 0.01
+    rollouts = 2 * 5
+    tom = 7 * 2 + 20 * 3 + 60 * 0.01  # TOM's round at 60, stacked like the fits
     profile = tiny_profile()
-    # One population of 4 on 2 threads: stepping at 0.5 runs per run-time, training at 2.
+    # One population of 4 on 2 threads: stepping at 0.5 runs per run-time, rollouts at 2.
     four = estimate_stages(profile, population_costs(4), parallel_runs=2, cpus=2)
-    own = 4 * stepping / 0.5 + 2 * (training_mle + training_tom) / 2.0 + 4 * fits(2.0 / 4)
+    own = 4 * stepping / 0.5 + 4 * rollouts / 2.0 + 4 * fits(2.0 / 4) + 2 * tom
     assert four["mbpo_scratch"] == pytest.approx(own + 160 * 150.0)
     # Two populations of 2 side by side: one thread each, so their runs' work adds up.
     two = estimate_stages(profile, population_costs(2), parallel_runs=2, cpus=2)
-    slower = 2 * (stepping + training_tom + fits(1.5 / 2)) + 160 * 120.0
+    slower = 2 * (stepping + rollouts + tom + fits(1.5 / 2)) + 160 * 120.0
     assert two["mbpo_scratch"] == pytest.approx(slower)
     # A population whose own work is one run's: never faster than its slowest run.
     wall, sac = estimate_population(profile, population_costs(2), ["tom"] * 2, threads=2)
     assert sac == 160 * 120.0
     assert wall == pytest.approx(
         max(
-            stepping + training_tom + fits(0.75),
-            2 * stepping / 0.5 + training_tom + 2 * fits(0.75),
+            stepping + rollouts + tom + fits(0.75),
+            2 * stepping / 0.5 + 2 * rollouts / 2.0 + 2 * (fits(0.75) + tom),
         )
         + sac
     )

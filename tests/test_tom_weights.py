@@ -17,6 +17,7 @@ from tomrepro.analysis.finite_claims import check_bound, check_recovery
 from tomrepro.core.config import TOMConfig
 from tomrepro.core.noise import StepNoise
 from tomrepro.core.tasks import get_task
+from tomrepro.learning import tom_weights
 from tomrepro.learning.finite_mdp import random_mdp, random_policy, state_action_occupancy
 from tomrepro.learning.policy import SnapshotPolicy
 from tomrepro.learning.recency_weights import pmac_weights
@@ -249,3 +250,50 @@ def test_weights_command_refuses_a_json_output_path(smoke_buffer, tmp_path, run_
         SMOKE,
     )
     assert code == 2 and "use .npz" in err
+
+
+# --- TOM rounds of a population ----------------------------------------------------------------
+
+
+def _round_inputs(seed: int, rows: int):
+    rng = np.random.default_rng(seed)
+    columns = {
+        "observations": rng.normal(size=(rows, 3)).astype(np.float32),
+        "actions": rng.uniform(-1, 1, (rows, 1)).astype(np.float32),
+        "next_observations": rng.normal(size=(rows, 3)).astype(np.float32),
+        "rewards": rng.normal(size=rows).astype(np.float32),
+        "terminations": rng.random(rows) < 0.02,
+        "episode_steps": np.arange(rows) % 50,
+    }
+    actor = SquashedGaussianActor(3, 1, (16, 16), np.array([-1.0]), np.array([1.0]))
+    actor.net.reset_parameters(torch.Generator().manual_seed(seed))
+    return columns, actor
+
+
+def test_tom_rounds_trained_together_equal_each_round_alone():
+    """Discriminators and dual Q networks of three rounds (other rows, policies, seeds; one
+    without a discriminator) stacked: weights, Q parameters and loss curves bit for bit (CPU)."""
+    cfg = TOMConfig(
+        recent_size=40, discriminator_steps=15, discriminator_batch=32, discriminator_width=32,
+        q_steps=25, q_batch=32, q_hidden_sizes=(16, 16), offline_convergence=None,
+    )  # fmt: skip
+    setups = [(0, 200, True), (1, 320, True), (2, 260, False)]
+
+    def rounds():
+        return [
+            tom_weights.prepare_tom_round(
+                *_round_inputs(seed, rows), cfg, use_discriminator=disc, seed=seed, device=CPU
+            )
+            for seed, rows, disc in setups
+        ]
+
+    together = rounds()
+    tom_weights.train_tom_rounds(together)
+    for alone, own in zip(rounds(), together, strict=True):
+        tom_weights.train_tom_rounds([alone])
+        a, b = tom_weights.finish_tom_round(alone), tom_weights.finish_tom_round(own)
+        np.testing.assert_array_equal(a.weights, b.weights)
+        for key in ("q_loss", "discriminator_loss"):
+            assert a.diagnostics.get(key) == b.diagnostics.get(key), key
+        for p, q in zip(alone.estimator.q.parameters(), own.estimator.q.parameters(), strict=True):
+            assert torch.equal(p, q)

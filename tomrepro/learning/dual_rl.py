@@ -13,6 +13,7 @@ regularises it, as in the official code.
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -21,7 +22,7 @@ import torch
 
 from tomrepro.core.learners import DualConvergence, TOMConfig
 from tomrepro.core.seeding import derive_seed
-from tomrepro.learning.networks import BatchedMLP
+from tomrepro.learning.networks import BatchedMLP, alias_into, detach_views, step_members
 
 WEIGHT_CHUNK = 65_536
 
@@ -94,33 +95,9 @@ class OccupancyRatioEstimator:
         actor: Actor,
         steps: int | None = None,
     ) -> list[float]:
-        """`steps` (default `cfg.q_steps`) Adam steps on the dual loss; the loss per step."""
-        cfg, n, b = self.cfg, len(data), self.cfg.q_batch
-        losses = []
-        for _ in range(cfg.q_steps if steps is None else steps):
-            idx = torch.randint(0, n, (b,), generator=self.generator, device=self.device)
-            pick = torch.randint(
-                0, len(initial_observations), (b,), generator=self.generator, device=self.device
-            )
-            starts, next_obs = initial_observations[pick], data.next_observations[idx]
-            # One actor pass for a0 ~ pi(s0) and a' ~ pi(s'), one Q pass for all three values.
-            with torch.no_grad():
-                sampled, _ = actor.sample(torch.cat((starts, next_obs)), self.generator)
-            q0, q_next, q_here = self._value(
-                torch.cat((starts, next_obs, data.observations[idx])),
-                torch.cat((sampled, data.actions[idx])),
-            ).split(b)
-            e = data.rewards[idx] + cfg.gamma * data.not_terminal[idx] * q_next - q_here
-            if cfg.divergence == "chi2":
-                divergence_term = (e + 0.5 * e.square()).mean()
-            else:
-                divergence_term = torch.logsumexp(e, dim=0) - math.log(b)
-            loss = (1 - cfg.gamma) * q0.mean() + divergence_term
-            self.optimizer.zero_grad(set_to_none=False)
-            loss.backward()
-            self.optimizer.step()
-            losses.append(loss.detach())
-        return torch.stack(losses).tolist()
+        """`steps` (default `cfg.q_steps`) Adam steps on the dual loss; the loss per step. A
+        population of one (`fit_estimators`)."""
+        return fit_estimators([DualFit(self, data, initial_observations, actor)], steps)[0]
 
     @torch.no_grad()
     def weights(
@@ -146,6 +123,68 @@ class OccupancyRatioEstimator:
             # Every residual fell below -1: the chi2 weights carry no information this round.
             return torch.ones_like(w)
         return w / w.mean()
+
+
+@dataclass(frozen=True)
+class DualFit:
+    """One estimator's round: its rows, initial observations and policy."""
+
+    estimator: OccupancyRatioEstimator
+    data: TransitionTensors
+    initial_observations: torch.Tensor
+    actor: Actor
+
+
+def fit_estimators(fits: Sequence[DualFit], steps: int | None = None) -> list[list[float]]:
+    """Adam steps of several estimators (one config, one device) on their own dual losses as one
+    stacked Q network: each estimator draws its own minibatches and actions from its own stream
+    and steps its own optimiser, so it ends exactly where it would alone (CPU); the losses per
+    step of each."""
+    if not fits:
+        return []
+    first = fits[0].estimator
+    cfg, device, b = first.cfg, first.device, first.cfg.q_batch
+    qs = [fit.estimator.q for fit in fits]
+    layers = qs[0].layers
+    widths = [layers[0].weight.shape[1], *(layer.weight.shape[2] for layer in layers)]
+    stack = BatchedMLP(len(fits), widths[0], widths[1:-1], widths[-1], group=1).to(device)
+    alias_into(stack, qs)
+    losses: list[list[torch.Tensor]] = [[] for _ in fits]
+    try:
+        for _ in range(cfg.q_steps if steps is None else steps):
+            rows = []
+            for fit in fits:
+                est, data = fit.estimator, fit.data
+                idx = torch.randint(0, len(data), (b,), generator=est.generator, device=device)
+                pick = torch.randint(
+                    0, len(fit.initial_observations), (b,), generator=est.generator, device=device
+                )
+                starts, next_obs = fit.initial_observations[pick], data.next_observations[idx]
+                # One actor pass for a0 ~ pi(s0) and a' ~ pi(s'), one Q pass for all three values.
+                with torch.no_grad():
+                    sampled, _ = fit.actor.sample(torch.cat((starts, next_obs)), est.generator)
+                obs = torch.cat((starts, next_obs, data.observations[idx]))
+                act = torch.cat((sampled, data.actions[idx]))
+                rows.append((idx, torch.cat((obs, act), dim=-1)))
+            values = stack(torch.stack([x for _, x in rows]))[..., 0]  # (R, 3B)
+            total = []
+            for r, (fit, (idx, _)) in enumerate(zip(fits, rows, strict=True)):
+                q0, q_next, q_here = values[r].split(b)
+                data = fit.data
+                e = data.rewards[idx] + cfg.gamma * data.not_terminal[idx] * q_next - q_here
+                if cfg.divergence == "chi2":
+                    divergence_term = (e + 0.5 * e.square()).mean()
+                else:
+                    divergence_term = torch.logsumexp(e, dim=0) - math.log(b)
+                loss = (1 - cfg.gamma) * q0.mean() + divergence_term
+                total.append(loss)
+                losses[r].append(loss.detach())
+            stack.zero_grad(set_to_none=False)
+            torch.stack(total).sum().backward()
+            step_members(stack, qs, [fit.estimator.optimizer for fit in fits])
+    finally:
+        detach_views(qs)
+    return [torch.stack(each).tolist() for each in losses]
 
 
 def fit_to_convergence(

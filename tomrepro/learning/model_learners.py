@@ -16,7 +16,7 @@ per-row-per-output loss weights, and the distribution of rollout start states.
 from __future__ import annotations
 
 import copy
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -30,7 +30,13 @@ from tomrepro.core.seeding import derive_seed
 from tomrepro.learning.dual_rl import OccupancyRatioEstimator
 from tomrepro.learning.recency_weights import pmac_weights
 from tomrepro.learning.sac import SquashedGaussianActor, TwinCritic
-from tomrepro.learning.tom_weights import estimate_tom_weights, weight_summary
+from tomrepro.learning.tom_weights import (
+    TOMRound,
+    finish_tom_round,
+    prepare_tom_round,
+    train_tom_rounds,
+    weight_summary,
+)
 
 VALUE_GRADIENT_CHUNK = 16_384
 
@@ -66,11 +72,26 @@ class LearnerPlan:
         return np.ones(rows) if self.row_weights is None else self.row_weights
 
 
+@dataclass(frozen=True)
+class PendingPlan:
+    """A plan whose training (TOM's round) may run together with other runs' plans
+    (`train_plans`); `finish` then gives the plan."""
+
+    tom_round: TOMRound | None
+    finish: Callable[[], LearnerPlan]
+
+
+def train_plans(pending: Sequence[PendingPlan]) -> None:
+    """The training of several runs' pending plans as one computation (`train_tom_rounds`)."""
+    train_tom_rounds([p.tom_round for p in pending if p.tom_round is not None])
+
+
 class ModelLearner:
     """MLE; subclasses change the plan. `state_dict` holds what must survive a resume.
 
     Every learner is built as `cls(params, seed=..., device=..., **spec.options)`, `params`
-    being its registry section (None when it has none).
+    being its registry section (None when it has none). `start` splits a plan around the
+    training that a population of runs does together; a learner with none plans at once.
     """
 
     def __init__(self, params: Any = None, *, seed: int, device: torch.device) -> None:
@@ -78,6 +99,10 @@ class ModelLearner:
 
     def plan(self, inputs: PlanInputs) -> LearnerPlan:
         return LearnerPlan()
+
+    def start(self, inputs: PlanInputs) -> PendingPlan:
+        plan = self.plan(inputs)
+        return PendingPlan(None, lambda: plan)
 
     def state_dict(self) -> dict[str, Any]:
         return {}
@@ -96,22 +121,28 @@ class TOMLearner(ModelLearner):
         self.rounds = 0
 
     def plan(self, inputs: PlanInputs) -> LearnerPlan:
+        pending = self.start(inputs)
+        train_plans([pending])
+        return pending.finish()
+
+    def start(self, inputs: PlanInputs) -> PendingPlan:
         columns = inputs.columns
         # As the official code's cur_pol_pool: only transitions a policy collected count toward
         # D^pi, not the exploration phase's (policy version 0).
         rows, k = int((columns["policy_versions"] >= 1).sum()), self.cfg.recent_size
         if rows < k:
-            return LearnerPlan(
+            inactive = LearnerPlan(
                 diagnostics={"tom_active": False},
                 inactive_reason=f"the buffer prefix holds {rows} transitions collected by a "
                 f"policy, fewer than the {k} that D^pi needs (tom.recent_size)",
             )
+            return PendingPlan(None, lambda: inactive)
         obs_dim, act_dim = columns["observations"].shape[1], columns["actions"].shape[1]
         if self.estimator is None:
             self.estimator = OccupancyRatioEstimator(
                 obs_dim, act_dim, self.cfg, self.device, self.seed
             )
-        estimate, _ = estimate_tom_weights(
+        tom_round = prepare_tom_round(
             columns,
             inputs.actor,
             self.cfg,
@@ -122,9 +153,13 @@ class TOMLearner(ModelLearner):
             device=self.device,
             estimator=self.estimator,
         )
-        self.rounds += 1
-        w = estimate.weights
-        return LearnerPlan(w, None, w, {"tom_active": True, **estimate.diagnostics})
+
+        def finish() -> LearnerPlan:
+            self.rounds += 1
+            w = finish_tom_round(tom_round).weights
+            return LearnerPlan(w, None, w, {"tom_active": True, **tom_round.diagnostics})
+
+        return PendingPlan(tom_round, finish)
 
     def state_dict(self) -> dict[str, Any]:
         if self.estimator is None:

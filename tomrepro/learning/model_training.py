@@ -34,7 +34,7 @@ import torch
 from tomrepro.core.config import ModelConfig
 from tomrepro.core.errors import TomreproError
 from tomrepro.learning.dynamics_model import DynamicsModel, model_inputs, model_targets
-from tomrepro.learning.networks import BatchedMLP
+from tomrepro.learning.networks import BatchedMLP, alias_into, detach_views, step_members
 
 
 @dataclass
@@ -407,10 +407,8 @@ def _end_epoch(
 
 class _StackOptimizer:
     """torch's fused Adam for a stack. On CPU one optimiser per fit over the fit's own
-    parameters (its body's are views into the stack, given their slice of the stack's
-    gradient): torch's kernels round a tensor's vector body and scalar tail differently, so
-    only a tensor of the fit's own shape updates exactly as the fit alone would. On GPU one
-    optimiser over the whole stack: one launch, not R."""
+    parameters (`networks.step_members`: bit-identical to the fit alone); on GPU one optimiser
+    over the whole stack: one launch, not R."""
 
     def __init__(self, stack: _StackedBodies, models: list[DynamicsModel]) -> None:
         self.stack, self.models = stack, models
@@ -437,16 +435,8 @@ class _StackOptimizer:
         if not self.per_fit:
             self.optimizers[0].step()
             return
-        members = self.models[0].members
-        for r, (model, optimizer) in enumerate(zip(self.models, self.optimizers, strict=True)):
-            if not going[r]:
-                continue
-            rows = slice(r * members, (r + 1) * members)
-            for own, stacked in zip(
-                model.net.body.parameters(), self.stack.parameters(), strict=True
-            ):
-                own.grad = None if stacked.grad is None else stacked.grad[rows]
-            optimizer.step()
+        bodies = [model.net.body for model in self.models]
+        step_members(self.stack.net, bodies, self.optimizers, going)
 
 
 def exact_per_fit(device: torch.device) -> bool:
@@ -461,28 +451,22 @@ def _head_parameters(model: DynamicsModel) -> list[torch.nn.Parameter]:
 
 class _StackedBodies:
     """The bodies of R models as one `BatchedMLP` of R x E members while they train; each
-    model's body parameters are views into it, so its own methods (holdout loss, early
-    stopping) see the live values. `release` gives every model back parameters of its own."""
+    model's body parameters are views into it (`networks.alias_into`), so its own methods
+    (holdout loss, early stopping) see the live values. `release` gives them back."""
 
     def __init__(self, models: list[DynamicsModel]) -> None:
         self.bodies = [model.net.body for model in models]
-        members = models[0].members
         layers = self.bodies[0].layers
         widths = [layers[0].weight.shape[1], *(layer.weight.shape[2] for layer in layers)]
         self.net = BatchedMLP(
-            members * len(models),
+            models[0].members * len(models),
             widths[0],
             widths[1:-1],
             widths[-1],
             activation=type(self.bodies[0].activation),
-            group=members,
+            group=models[0].members,
         ).to(layers[0].weight.device)
-        with torch.no_grad():
-            for r, body in enumerate(self.bodies):
-                rows = slice(r * members, (r + 1) * members)
-                for own, stacked in zip(body.parameters(), self.net.parameters(), strict=True):
-                    stacked[rows].copy_(own)
-                    own.data = stacked.data[rows]
+        alias_into(self.net, self.bodies)
 
     def parameters(self) -> list[torch.nn.Parameter]:
         return list(self.net.parameters())
@@ -491,9 +475,7 @@ class _StackedBodies:
         return self.net(x)
 
     def release(self) -> None:
-        for body in self.bodies:
-            for p in body.parameters():
-                p.data = p.data.clone()
+        detach_views(self.bodies)
 
 
 def weighted_squared_error(

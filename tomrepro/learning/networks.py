@@ -86,3 +86,48 @@ class BatchedMLP(nn.Module):
         for layer in self.layers[:-1]:
             x = self.activation(layer(x))
         return self.layers[-1](x)
+
+
+def alias_into(stacked: nn.Module, modules: Sequence[nn.Module]) -> None:
+    """Copy `modules` (one structure, members along each parameter's first dimension) into
+    consecutive member rows of `stacked`, then make each module's parameters views of its rows:
+    they train as one computation while each module's own methods see the live values. Undo
+    with `detach_views`."""
+    with torch.no_grad():
+        for name, target in stacked.named_parameters():
+            start = 0
+            for module in modules:
+                own = module.get_parameter(name)
+                rows = slice(start, start + own.shape[0])
+                target[rows].copy_(own)
+                own.data = target.data[rows]
+                start = rows.stop
+            if start != target.shape[0]:
+                raise ValueError(f"{name}: {start} member rows for a stack of {target.shape[0]}")
+
+
+def detach_views(modules: Sequence[nn.Module]) -> None:
+    """Give modules aliased by `alias_into` parameters of their own again (current values)."""
+    for module in modules:
+        for p in module.parameters():
+            p.data = p.data.clone()
+
+
+def step_members(
+    stacked: nn.Module,
+    modules: Sequence[nn.Module],
+    optimizers: Sequence[torch.optim.Optimizer],
+    active: Sequence[bool] | None = None,
+) -> None:
+    """Step each aliased module's own optimiser on its rows of `stacked`'s gradients: torch's
+    optimiser kernels round a tensor's vector body and scalar tail differently, so a module
+    updates exactly as it would alone only on tensors of its own shape."""
+    offsets = dict.fromkeys((name for name, _ in stacked.named_parameters()), 0)
+    for r, (module, optimizer) in enumerate(zip(modules, optimizers, strict=True)):
+        for name, target in stacked.named_parameters():
+            own = module.get_parameter(name)
+            rows = slice(offsets[name], offsets[name] + own.shape[0])
+            offsets[name] = rows.stop
+            own.grad = None if target.grad is None else target.grad[rows]
+        if active is None or active[r]:
+            optimizer.step()

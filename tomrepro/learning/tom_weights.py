@@ -10,8 +10,8 @@ reward on D^pi against the rest.
 from __future__ import annotations
 
 import time
-from collections.abc import Mapping
-from dataclasses import dataclass
+from collections.abc import Callable, Hashable, Mapping, Sequence
+from dataclasses import dataclass, field
 from itertools import pairwise
 from typing import Any
 
@@ -21,11 +21,13 @@ import torch
 from tomrepro.core.errors import TomreproError
 from tomrepro.core.learners import DualConvergence, TOMConfig
 from tomrepro.core.seeding import derive_seed
-from tomrepro.learning.discriminator import discriminator_reward, train_discriminator
+from tomrepro.learning.discriminator import discriminator_reward, train_discriminators
 from tomrepro.learning.dual_rl import (
     Actor,
+    DualFit,
     OccupancyRatioEstimator,
     TransitionTensors,
+    fit_estimators,
     fit_to_convergence,
 )
 
@@ -51,6 +53,26 @@ def weight_summary(weights: np.ndarray) -> dict[str, Any]:
     }
 
 
+@dataclass
+class TOMRound:
+    """One TOM round between its checks and its weights: the rows on the device, the reward
+    source, the estimator and its policy; `train_tom_rounds` trains many together."""
+
+    columns: Mapping[str, np.ndarray]
+    cfg: TOMConfig
+    use_discriminator: bool
+    discriminator_seed: int
+    converge: DualConvergence | None
+    sas: torch.Tensor  # (N, s + a + s')
+    fit: DualFit
+    diagnostics: dict[str, Any]
+    seconds: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def estimator(self) -> OccupancyRatioEstimator:
+        return self.fit.estimator
+
+
 def estimate_tom_weights(
     columns: Mapping[str, np.ndarray],
     actor: Actor,
@@ -70,7 +92,38 @@ def estimate_tom_weights(
     With `converge`, Q trains in windows until that criterion holds (a one-off estimate)
     instead of `cfg.q_steps` steps (an online round, whose Q persists).
     `initial_observations` (M, obs) are draws s0 ~ mu0 for the dual's initial term; by default
-    they are the rows that start an episode (`episode_steps == 0`), or the first row if none do."""
+    they are the rows that start an episode (`episode_steps == 0`), or the first row if none do.
+    A population of one: `prepare_tom_round`, `train_tom_rounds`, `finish_tom_round`."""
+    tom_round = prepare_tom_round(
+        columns,
+        actor,
+        cfg,
+        use_discriminator=use_discriminator,
+        seed=seed,
+        device=device,
+        estimator=estimator,
+        discriminator_seed=discriminator_seed,
+        converge=converge,
+        initial_observations=initial_observations,
+    )
+    train_tom_rounds([tom_round])
+    return finish_tom_round(tom_round), tom_round.estimator
+
+
+def prepare_tom_round(
+    columns: Mapping[str, np.ndarray],
+    actor: Actor,
+    cfg: TOMConfig,
+    *,
+    use_discriminator: bool,
+    seed: int,
+    device: torch.device,
+    estimator: OccupancyRatioEstimator | None = None,
+    discriminator_seed: int | None = None,
+    converge: DualConvergence | None = None,
+    initial_observations: np.ndarray | None = None,
+) -> TOMRound:
+    """`estimate_tom_weights`'s checks and tensors, before any training."""
     if discriminator_seed is None:
         discriminator_seed = derive_seed(seed, "tom/discriminator", 0)
     n, k = len(columns["rewards"]), cfg.recent_size
@@ -93,51 +146,96 @@ def estimate_tom_weights(
     else:
         starts = columns["episode_steps"] == 0
         initial = obs[torch.as_tensor(starts, device=device)] if starts.any() else obs[:1]
-    actor = actor.to(device)
-    diagnostics: dict[str, Any] = {
-        "rows": n,
-        "recent_size": k,
-        "divergence": cfg.divergence,
-        "discriminator": use_discriminator,
-    }
-    seconds: dict[str, float] = {}
-    tick = time.perf_counter()
-    if use_discriminator:
-        sas = torch.cat((obs, act, next_obs), dim=1)
-        disc, disc_losses = train_discriminator(
-            sas[-k:], sas, cfg, obs_dim, act_dim, torch.Generator().manual_seed(discriminator_seed)
-        )
-        reward = discriminator_reward(disc, sas)
-        diagnostics["discriminator_loss"] = disc_losses
-    else:
-        reward = torch.zeros(n, device=device)
-        reward[-k:] = 1.0
-    seconds["discriminator"] = time.perf_counter() - tick
-    diagnostics["reward_mean_recent"] = float(reward[-k:].mean())
-    diagnostics["reward_mean_older"] = float(reward[:-k].mean()) if n > k else None
     data = TransitionTensors(
         obs,
         act,
-        reward,
+        torch.zeros(n, device=device),  # the reward, filled in by `train_tom_rounds`
         next_obs,
         1.0 - torch.as_tensor(columns["terminations"], device=device).float(),
     )
     if estimator is None:
         estimator = OccupancyRatioEstimator(obs_dim, act_dim, cfg, device, seed)
+    return TOMRound(
+        columns,
+        cfg,
+        use_discriminator,
+        discriminator_seed,
+        converge,
+        torch.cat((obs, act, next_obs), dim=1),
+        DualFit(estimator, data, initial, actor.to(device)),
+        {
+            "rows": n,
+            "recent_size": k,
+            "divergence": cfg.divergence,
+            "discriminator": use_discriminator,
+        },
+    )
+
+
+def train_tom_rounds(rounds: Sequence[TOMRound]) -> None:
+    """The discriminators, then the Q fits, of several rounds: rounds of one network shape and
+    device train as one stack, each exactly as it would alone (CPU); rounds that train Q to a
+    convergence criterion (one-off estimates) fit theirs alone."""
     tick = time.perf_counter()
-    if converge is None:
-        diagnostics["q_loss"] = estimator.fit(data, initial, actor)
-    else:
-        diagnostics["q_loss"], diagnostics["q_convergence"] = fit_to_convergence(
-            estimator, data, initial, actor, converge
-        )
-    seconds["dual_q"] = time.perf_counter() - tick
+    discriminated = [r for r in rounds if r.use_discriminator]
+    for group in _groups(discriminated, lambda r: (r.sas.shape[1], r.sas.device, _key(r.cfg))):
+        k, obs_dim = group[0].cfg.recent_size, group[0].fit.data.observations.shape[1]
+        act_dim = group[0].fit.data.actions.shape[1]
+        jobs = [
+            (r.sas[-k:], r.sas, torch.Generator().manual_seed(r.discriminator_seed)) for r in group
+        ]
+        for tom_round, (disc, disc_losses) in zip(
+            group, train_discriminators(jobs, group[0].cfg, obs_dim, act_dim), strict=True
+        ):
+            tom_round.fit.data.rewards.copy_(discriminator_reward(disc, tom_round.sas))
+            tom_round.diagnostics["discriminator_loss"] = disc_losses
+    for tom_round in rounds:
+        if not tom_round.use_discriminator:
+            tom_round.fit.data.rewards[-tom_round.cfg.recent_size :] = 1.0
+        tom_round.seconds["discriminator"] = (time.perf_counter() - tick) / len(rounds)
     tick = time.perf_counter()
-    weights = estimator.weights(data, actor).cpu().numpy().astype(np.float64)
-    seconds["weights"] = time.perf_counter() - tick
+    online = [r for r in rounds if r.converge is None]
+    for group in _groups(online, lambda r: (r.sas.shape[1], r.sas.device, _key(r.cfg))):
+        for tom_round, losses in zip(group, fit_estimators([r.fit for r in group]), strict=True):
+            tom_round.diagnostics["q_loss"] = losses
+    for tom_round in rounds:
+        if tom_round.converge is not None:
+            fit = tom_round.fit
+            losses, convergence = fit_to_convergence(
+                fit.estimator, fit.data, fit.initial_observations, fit.actor, tom_round.converge
+            )
+            tom_round.diagnostics["q_loss"], tom_round.diagnostics["q_convergence"] = (
+                losses,
+                convergence,
+            )
+    seconds = (time.perf_counter() - tick) / max(1, len(rounds))
+    for tom_round in rounds:
+        tom_round.seconds["dual_q"] = seconds
+
+
+def finish_tom_round(tom_round: TOMRound) -> WeightEstimate:
+    """The round's weights and diagnostics once `train_tom_rounds` has trained it."""
+    fit, k, diagnostics = tom_round.fit, tom_round.cfg.recent_size, tom_round.diagnostics
+    reward = fit.data.rewards
+    diagnostics["reward_mean_recent"] = float(reward[-k:].mean())
+    diagnostics["reward_mean_older"] = float(reward[:-k].mean()) if len(reward) > k else None
+    tick = time.perf_counter()
+    weights = fit.estimator.weights(fit.data, fit.actor).cpu().numpy().astype(np.float64)
+    tom_round.seconds["weights"] = time.perf_counter() - tick
     diagnostics.update(weight_summary(weights))
-    diagnostics["seconds"] = seconds
-    return WeightEstimate(weights, diagnostics), estimator
+    diagnostics["seconds"] = tom_round.seconds
+    return WeightEstimate(weights, diagnostics)
+
+
+def _key(cfg: TOMConfig) -> str:
+    return cfg.model_dump_json()
+
+
+def _groups(items: Sequence[TOMRound], key: Callable[[TOMRound], Hashable]) -> list[list[TOMRound]]:
+    groups: dict[Hashable, list[TOMRound]] = {}
+    for item in items:
+        groups.setdefault(key(item), []).append(item)
+    return list(groups.values())
 
 
 def recency_statistics(weights: np.ndarray, env_steps: np.ndarray, bins: int) -> dict[str, Any]:

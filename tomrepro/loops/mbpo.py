@@ -56,6 +56,7 @@ from tomrepro.learning.dynamics_model import DynamicsModel, model_inputs, model_
 from tomrepro.learning.model_learners import (
     LearnerPlan,
     ModelLearner,
+    PendingPlan,
     PlanInputs,
     build_learner,
     learner_fingerprint,
@@ -160,6 +161,14 @@ class RunState:
     last_stats: torch.Tensor | None = None  # the latest burst's SAC statistics
     noise: tuple[StepNoise, StepNoise] = field(init=False)  # exploration: normal, uniform
     bar: Any = None
+
+
+@dataclass(frozen=True)
+class PendingRound:
+    """A model round whose learner's plan waits for its training."""
+
+    columns: dict[str, np.ndarray]
+    plan: PendingPlan
 
 
 @dataclass(frozen=True)
@@ -499,13 +508,12 @@ class MBPORun:
             eps = torch.as_tensor(noise, device=self.device)
             return state.sac.actor.act(obs[None], eps[None])[0].cpu().numpy()
 
-    def plan_round(self, state: RunState) -> ModelRound:
-        """A model round up to its fit: the learner's plan and the prepared fit (the fit itself
-        trains with the population's other fits, `train_fits`)."""
-        cfg, timer = self.cfg, state.timer
+    def start_round(self, state: RunState) -> PendingRound:
+        """A model round up to its learner's training (TOM's round trains with the
+        population's other rounds, `train_plans`)."""
         tick = time.perf_counter()
         columns = state.buffer.columns()
-        plan = state.learner.plan(
+        pending = state.learner.start(
             PlanInputs(
                 columns,
                 state.sac.actor,
@@ -515,7 +523,16 @@ class MBPORun:
                 groups=lambda granularity: self._version_groups(columns, granularity),
             )
         )
-        timer.add("weights", time.perf_counter() - tick)
+        state.timer.add("weights", time.perf_counter() - tick)
+        return PendingRound(columns, pending)
+
+    def plan_round(self, state: RunState, pending: PendingRound) -> ModelRound:
+        """The learner's plan once trained, and the fit prepared (the fit itself trains with
+        the population's other fits, `train_fits`)."""
+        cfg = self.cfg
+        tick = time.perf_counter()
+        columns, plan = pending.columns, pending.plan.finish()
+        state.timer.add("weights", time.perf_counter() - tick)
         cold = state.loop.model_rounds == 0
         job = FitJob(
             state.model,

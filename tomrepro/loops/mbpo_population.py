@@ -3,9 +3,10 @@
 Each run keeps everything of its own: env, buffer, model and model pool, generators, learner
 state, curve, checkpoint and output directory (the files are those of a run alone). The runs'
 actors and critics are the rows of one `SAC` population, so each SAC burst is one batched update
-of all runs on their own minibatches; the model fits of a round train as one stacked network,
-each on its own data and weights (`train_fits`); learners' plans (TOM's estimator), rollouts,
-acting and evaluation run per run, on parallel threads. A single run is a population of one
+of all runs on their own minibatches; in a model round, TOM's discriminators and dual Q networks
+train as stacked networks (`train_plans`), then the model fits (`train_fits`), each run on its
+own data, weights and generators; plans' set-up, rollouts, acting and evaluation run per run,
+on parallel threads. A single run is a population of one
 through this same loop (`MBPORun.run`).
 
 A run that raises (a non-finite model, an env error) is marked failed — `failure.json` in its
@@ -32,9 +33,10 @@ import torch
 
 from tomrepro.core.atomic import atomic_path
 from tomrepro.core.errors import ConfigError, TomreproError
+from tomrepro.learning.model_learners import train_plans
 from tomrepro.learning.model_training import train_fits
 from tomrepro.learning.sac import SAC, SACBatch, SACRun
-from tomrepro.loops.mbpo import MBPORun, ModelRound, RunState
+from tomrepro.loops.mbpo import MBPORun, ModelRound, PendingRound, RunState
 
 log = logging.getLogger(__name__)
 FAILURE = "failure.json"
@@ -146,9 +148,13 @@ def _step_all(runs: list[MBPORun], record: bool) -> dict[Path, Exception]:
             _guarded(run, failures, lambda: run.finish(state), record)
         return going
 
-    def plan(item: Active) -> ModelRound | None:
+    def start(item: Active) -> PendingRound | None:
         run, state = item
-        return _guarded(run, failures, lambda: run.plan_round(state), record)
+        return _guarded(run, failures, lambda: run.start_round(state), record)
+
+    def plan(pair: tuple[Active, PendingRound]) -> ModelRound | None:
+        (run, state), pending = pair
+        return _guarded(run, failures, lambda: run.plan_round(state, pending), record)
 
     def end_round(pair: tuple[Active, ModelRound]) -> bool | None:
         (run, state), model_round = pair
@@ -158,11 +164,22 @@ def _step_all(runs: list[MBPORun], record: bool) -> dict[Path, Exception]:
         run, state = item
         return _guarded(run, failures, lambda: _done(run.step_env, state), record)
 
-    # The runs' own phases (env steps, plans, rollouts, evaluation, checkpoints) run on the CPU
-    # cores in parallel: MuJoCo and torch release the GIL, and no run touches another's state.
-    # Each worker's torch ops use the process's torch threads, so the workers get the cores
-    # those leave (more would thrash: 2.8x slower measured with 2 x 2 threads on 2 cores).
-    # The model fits of a round train together, as one stacked network (`train_fits`).
+    def together(train: Callable[[list[Any]], Any], work: list[Any], pairs: list[Any]) -> list[Any]:
+        """`train(work)`, the runs' shared computation; if it raises, all of `pairs`' runs fail
+        with its error and none go on."""
+        try:
+            train(work)
+        except Exception as exc:
+            for (run, _), _ in pairs:
+                _guarded(run, failures, _raiser(exc), record)
+            return []
+        return pairs
+
+    # The runs' own phases (env steps, plans' set-up, rollouts, evaluation, checkpoints) run on
+    # the CPU cores in parallel: MuJoCo and torch release the GIL, and no run touches another's
+    # state. Each worker's torch ops use the process's torch threads, so the workers get the
+    # cores those leave (more would thrash: 2.8x slower measured with 2 x 2 threads on 2 cores).
+    # A round's TOM training and its model fits run together, as stacked networks.
     workers = population_workers(len(runs))
     with ThreadPoolExecutor(workers) if workers > 1 else nullcontext() as pool:
 
@@ -173,13 +190,11 @@ def _step_all(runs: list[MBPORun], record: bool) -> dict[Path, Exception]:
             stepping = _kept(active, each(begin, active))
             due = [item for item in stepping if item[0].round_due(item[1])]
             if due:
-                planned = [(i, r) for i, r in zip(due, each(plan, due), strict=True) if r]
-                try:
-                    train_fits([model_round.fit for _, model_round in planned])
-                except Exception as exc:  # a shared computation fails all its runs
-                    for (run, _), _ in planned:
-                        _guarded(run, failures, _raiser(exc), record)
-                    planned = []
+                started = [(i, p) for i, p in zip(due, each(start, due), strict=True) if p]
+                started = together(train_plans, [p.plan for _, p in started], started)
+                planned = [(i, r) for (i, _), r in zip(started, each(plan, started), strict=True)]
+                planned = [(i, r) for i, r in planned if r]
+                planned = together(train_fits, [r.fit for _, r in planned], planned)
                 ended = each(end_round, planned)
                 done = {id(item) for (item, _), ok in zip(planned, ended, strict=True) if ok}
                 due_ids = {id(item) for item in due}

@@ -809,8 +809,8 @@ def estimate_population(
     parts = [_mbpo_run_parts(profile, shared, m, task, snapshot) for m in learners]
     cpus = os.cpu_count() or 1
     threads = min(len(parts), threads or max(1, cpus // costs.threads))
-    # The model fits of a round train as one stack; each run's fit is counted at its share of
-    # the stack's measured step, so the runs' fits add up to the stack's time.
+    # A round's TOM training and model fits run as stacks; each run's model steps are counted
+    # at its share of the stack's measured step (TOM's at a run's own), so they add up.
     together = (
         sum(p.stepping for p in parts) / costs.speedup("stepping", threads)
         + sum(p.training for p in parts) / costs.speedup("training", threads)
@@ -828,8 +828,8 @@ class RunParts:
 
     task: str
     stepping: float  # seconds of env steps, actions and evaluation episodes
-    training: float  # seconds of model rollouts and TOM rounds
-    fits: float  # seconds of model fits
+    training: float  # seconds of model rollouts
+    fits: float  # seconds of the work a population stacks: TOM rounds and model fits
     updates: int
 
 
@@ -877,7 +877,7 @@ def _mbpo_run_parts(
         if discriminator is not None:
             tom = profile.tom
             active = rounds[policy_rows + rounds - policy_start >= tom.recent_size]
-            training += float(tom_round_seconds(c, tom, active, discriminator, tom.q_steps).sum())
+            fitting += float(tom_round_seconds(c, tom, active, discriminator, tom.q_steps).sum())
     evaluations = len(range(first, end + 1, cfg.epoch_length)) + int(
         (end - first) % cfg.epoch_length != 0
     )
