@@ -158,19 +158,13 @@ class PhaseCosts:
         """Seconds of one SAC update of `runs` runs of `task_id` as one batched call."""
         if runs == 1:
             return self.task(task_id).sac_update
-        measured = self.population_updates.get(task_id, {})
-        if runs not in measured:
-            raise TomreproError(f"no SAC update of a population of {runs} measured on {task_id!r}")
-        return measured[runs]
+        return _measured(self.population_updates, task_id, runs, "SAC update of a population")
 
     def population_fit_step(self, task_id: str, runs: int) -> float:
         """Seconds of one minibatch step of `runs` stacked model fits of `task_id`."""
         if runs == 1:
             return self.task(task_id).model_step
-        measured = self.population_fit_steps.get(task_id, {})
-        if runs not in measured:
-            raise TomreproError(f"no model step of a stack of {runs} fits measured on {task_id!r}")
-        return measured[runs]
+        return _measured(self.population_fit_steps, task_id, runs, "model step of a stack")
 
     def in_population(self, task_id: str, runs: int) -> PhaseCosts:
         """These costs as each of `runs` runs of a population sees them: its share of the
@@ -216,6 +210,12 @@ class PhaseCosts:
                 for task, sizes in raw.get("population_fit_steps", {}).items()
             },
         )
+
+
+def _measured(table: dict[str, dict[int, float]], task_id: str, runs: int, what: str) -> float:
+    if runs not in table.get(task_id, {}):
+        raise TomreproError(f"no {what} of {runs} runs measured on {task_id!r}")
+    return table[task_id][runs]
 
 
 # --- measuring ---------------------------------------------------------------------------------
