@@ -9,7 +9,8 @@ MBPO runs.
    after another; milliseconds per minibatch step of the whole round.
 3. MBPO runs of Hopper (`--mbpo-steps` env steps each, the default profile's networks and the
    official schedule; `--rollout-batch` model rollouts per round, 10 000 here against MBPO's
-   100 000 to keep the benchmark short), half MLE and half TOM, seeds 0..R-1: env steps per
+   100 000 to keep the benchmark short; TOM's D^pi a quarter of the run, so that its second
+   round runs), half MLE and half TOM, seeds 0..R-1: env steps per
    second per run and in aggregate and the share of time per phase for a population of R, and
    the same R runs as separate processes (one per CPU core, one torch thread each).
 
@@ -115,17 +116,20 @@ def seconds_per_fit_step(runs: int, device: torch.device, stacked: bool, steps: 
 
 
 def mbpo_profile(steps: int, rollout_batch: int) -> ProfileConfig:
-    return with_overrides(
+    """Model rounds at a half and three quarters of the run; TOM's D^pi shrunk to a quarter of
+    it, so that TOM's second round runs (its own network sizes and step counts unchanged)."""
+    profile = with_overrides(
         load_profile("default"),
         "mbpo",
         tasks=["Hopper-v5"],
         env_steps=steps,
         random_steps=steps // 2,
         epoch_length=steps // 2,
-        model_train_every=steps // 2,
+        model_train_every=steps // 4,
         rollout_batch=rollout_batch,
         eval_episodes=2,
     )
+    return with_overrides(profile, "tom", recent_size=steps // 4)
 
 
 def _runs(profile: ProfileConfig, count: int, root: Path, device: str) -> list[MBPORun]:

@@ -80,6 +80,13 @@ class PendingPlan:
     tom_round: TOMRound | None
     finish: Callable[[], LearnerPlan]
 
+    def training_seconds(self) -> float:
+        """This plan's share of `train_plans`' wall time (0 before it or without training)."""
+        if self.tom_round is None:
+            return 0.0
+        seconds = self.tom_round.seconds
+        return seconds.get("discriminator", 0.0) + seconds.get("dual_q", 0.0)
+
 
 def train_plans(pending: Sequence[PendingPlan]) -> None:
     """The training of several runs' pending plans as one computation (`train_tom_rounds`)."""

@@ -532,7 +532,8 @@ class MBPORun:
         cfg = self.cfg
         tick = time.perf_counter()
         columns, plan = pending.columns, pending.plan.finish()
-        state.timer.add("weights", time.perf_counter() - tick)
+        trained = pending.plan.training_seconds()
+        state.timer.add("weights", time.perf_counter() - tick + trained)
         cold = state.loop.model_rounds == 0
         job = FitJob(
             state.model,
