@@ -58,7 +58,6 @@ class TOMRound:
     """One TOM round between its checks and its weights: the rows on the device, the reward
     source, the estimator and its policy; `train_tom_rounds` trains many together."""
 
-    columns: Mapping[str, np.ndarray]
     cfg: TOMConfig
     use_discriminator: bool
     discriminator_seed: int
@@ -156,7 +155,6 @@ def prepare_tom_round(
     if estimator is None:
         estimator = OccupancyRatioEstimator(obs_dim, act_dim, cfg, device, seed)
     return TOMRound(
-        columns,
         cfg,
         use_discriminator,
         discriminator_seed,
