@@ -11,8 +11,10 @@ MBPO runs.
    official schedule; `--rollout-batch` model rollouts per round, 10 000 here against MBPO's
    100 000 to keep the benchmark short; TOM's D^pi a quarter of the run, so that its second
    round runs), half MLE and half TOM, seeds 0..R-1: env steps per
-   second per run and in aggregate and the share of time per phase for a population of R, and
-   the same R runs as separate processes (one per CPU core, one torch thread each).
+   second per run and in aggregate and the share of time per phase, for R runs stepped three
+   ways: a batched population (the GPU's way; on the process's torch threads), a population of
+   runs each alone on its own thread (the CPU's way; one torch thread each, a thread per core),
+   and separate processes (one per CPU core, one torch thread each).
 
 Run: `python benchmarks/population.py [--sizes 1 4 16 32] [--fit-sizes 1 4 16 32]
 [--mbpo-sizes 1 2 4] [--device auto]`.
@@ -45,6 +47,7 @@ from tomrepro.learning.reference_speed import sac_update_ms
 from tomrepro.learning.sac import SAC, SACBatch
 from tomrepro.loops.mbpo import PHASES, MBPORun, run_status
 from tomrepro.loops.mbpo_population import run_population
+from tomrepro.loops.planner import torch_threads
 
 OBS_DIM, ACT_DIM, BATCH = 11, 3, 256
 
@@ -151,18 +154,19 @@ def _alone(profile: ProfileConfig, root: Path, r: int, device: str) -> None:
     _runs(profile, r + 1, root, device)[r].run()
 
 
-def mbpo_population(count: int, profile: ProfileConfig, device: str, separate: bool) -> dict:
-    """Wall seconds of `count` runs as one population, or as separate processes (one per
-    core), and the phase seconds summed over the runs."""
+def mbpo_population(count: int, profile: ProfileConfig, device: str, how: str) -> dict:
+    """Wall seconds of `count` runs stepped `how` ("batched", "threads" or "processes"), and
+    the phase seconds summed over the runs."""
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
         tick = time.perf_counter()
-        if separate:
+        if how == "processes":
             with ProcessPoolExecutor(max_workers=min(count, os.cpu_count() or 1)) as pool:
                 args = ([profile] * count, [root] * count, range(count), [device] * count)
                 list(pool.map(_alone, *args))
         else:
-            run_population(_runs(profile, count, root, device))
+            with torch_threads(1 if how == "threads" else None):
+                run_population(_runs(profile, count, root, device), batched=how == "batched")
         wall = time.perf_counter() - tick
         phases = dict.fromkeys(PHASES, 0.0)
         for r in range(count):
@@ -181,7 +185,13 @@ def main() -> None:
     parser.add_argument("--mbpo-sizes", type=int, nargs="*", default=[1, 2, 4])
     parser.add_argument("--mbpo-steps", type=int, default=500)
     parser.add_argument("--rollout-batch", type=int, default=10_000)
-    parser.add_argument("--no-separate", action="store_true", help="Skip the process baseline.")
+    parser.add_argument(
+        "--ways",
+        nargs="+",
+        choices=["batched", "threads", "processes"],
+        default=None,
+        help="How to step the MBPO runs (default: all three on CPU, batched on a GPU).",
+    )
     args = parser.parse_args()
     device = resolve_device(args.device)
     print(
@@ -213,13 +223,12 @@ def main() -> None:
     print(f"\nMBPO, Hopper, {steps} env steps per run (half random), runs alternate MLE / TOM")
     head = f"{'R':>4} {'how':<12}{'wall s':>8}{'steps/s/run':>13}{'steps/s all':>13}  phases"
     print(head)
-    modes = [False] if args.no_separate or device.type == "cuda" else [False, True]
+    ways = args.ways or ["batched"] + (["threads", "processes"] if device.type == "cpu" else [])
     for runs in args.mbpo_sizes:
-        for separate in modes:
-            r = mbpo_population(runs, profile, str(device), separate)
+        for how in ways:
+            r = mbpo_population(runs, profile, str(device), how)
             total = sum(r["phases"].values()) or 1.0
             shares = " ".join(f"{k} {100 * v / total:.0f}%" for k, v in r["phases"].items() if v)
-            how = "processes" if separate else "population"
             print(
                 f"{runs:>4} {how:<12}{r['wall']:>8.1f}{steps / r['wall']:>13.1f}"
                 f"{runs * steps / r['wall']:>13.1f}  {shares}"

@@ -23,6 +23,7 @@ from tomrepro.core.errors import ConfigError
 from tomrepro.learning.dynamics_model import load_dynamics_model
 from tomrepro.loops.mbpo import TIMING_COLUMNS, ContinueFrom, MBPORun, run_status
 from tomrepro.loops.mbpo_population import RunFailed, population_workers, run_population
+from tomrepro.loops.planner import torch_threads
 
 from .conftest import REPO_ROOT, copied_run
 
@@ -194,14 +195,23 @@ def _same_run(a: Path, b: Path) -> None:
         np.testing.assert_array_equal(tensor, read_snapshot(b / "buffer.h5", 2).tensors[key])
 
 
-def test_a_population_of_every_learner_equals_each_run_alone(runs, tmp_path):
-    """One process, one batched SAC for all five learners: each run's curve, buffer and
-    policy snapshots are bit-identical to the same run alone (CPU)."""
+@pytest.mark.parametrize(
+    ("batched", "learners"),
+    [(True, LEARNERS), (False, ("tom", "pmac"))],
+    ids=["batched", "threads"],
+)
+def test_a_population_equals_each_run_alone(runs, tmp_path, batched, learners):
+    """One process for all five learners as one batched computation (one SAC, stacked model
+    rounds: a GPU's way, run on CPU), or for two runs each alone on its own thread at once (the
+    CPU's way): each run's curve, buffer and policy snapshots are bit-identical to the same run
+    alone."""
     population = [
         MBPORun(smoke(), tmp_path / learner, learner=learner, progress=False)
-        for learner in LEARNERS
+        for learner in learners
     ]
-    for learner, root in zip(LEARNERS, run_population(population), strict=True):
+    with torch_threads(1):  # two workers on two cores, so that the runs overlap
+        roots = run_population(population, batched=batched, cpus=2)
+    for learner, root in zip(learners, roots, strict=True):
         _same_run(root, runs[learner])
 
 
@@ -224,13 +234,15 @@ class _FailingRun(MBPORun):
             raise RuntimeError(f"simulated {phase} failure\nsecond line")
 
 
-@pytest.mark.parametrize("phase", ["step_env", "start_round"])
-def test_a_failing_run_leaves_the_others_unchanged(runs, tmp_path, phase):
+@pytest.mark.parametrize(
+    ("phase", "batched"), [("step_env", True), ("start_round", True), ("step_env", False)]
+)
+def test_a_failing_run_leaves_the_others_unchanged(runs, tmp_path, phase, batched):
     good = MBPORun(smoke(), tmp_path / "mle", learner="mle", progress=False)
     bad = _FailingRun(smoke(), tmp_path / "pmac", learner="pmac", progress=False)
     bad.phase = phase
-    with pytest.raises(RunFailed, match=f"simulated {phase} failure") as failed:
-        run_population([bad, good])
+    with torch_threads(1), pytest.raises(RunFailed, match=f"simulated {phase} failure") as failed:
+        run_population([bad, good], batched=batched, cpus=2)
     assert failed.value.finished == [good.paths.root]
     _same_run(good.paths.root, runs["mle"])
     failure = json.loads((bad.paths.root / "failure.json").read_text())
@@ -255,7 +267,8 @@ from tomrepro.loops.mbpo import MBPORun
 from tomrepro.loops.mbpo_population import run_population
 root = Path(sys.argv[1])
 profile = load_profile("smoke", Path(sys.argv[2]))
-run_population([MBPORun(profile, root / m, learner=m, progress=False) for m in ("tom", "pmac")])
+runs = [MBPORun(profile, root / m, learner=m, progress=False) for m in ("tom", "pmac")]
+run_population(runs, batched=True)
 """
 
 
@@ -286,7 +299,7 @@ def test_a_finished_run_drops_out_of_its_population(runs, tmp_path):
     population = [
         MBPORun(smoke(), tmp_path / m, learner=m, progress=False) for m in ("pmac", "mle")
     ]
-    run_population(population)
+    run_population(population, batched=True)
     assert (tmp_path / "pmac" / "run.json").read_text() == before
     _same_run(tmp_path / "mle", runs["mle"])
 
@@ -298,7 +311,10 @@ def test_a_finished_run_drops_out_of_its_population(runs, tmp_path):
 def test_a_population_steps_on_no_more_workers_than_its_cpus_hold(
     monkeypatch, runs, cpus, threads, workers
 ):
-    """Two torch threads per worker on a 2-core machine thrashed 2.8x (measured)."""
+    """Two torch threads per worker on a 2-core machine thrashed 2.8x (measured). The cores
+    are the machine's, or the share a sweep gives the population."""
     monkeypatch.setattr(os, "cpu_count", lambda: cpus)
     monkeypatch.setattr(torch, "get_num_threads", lambda: threads)
     assert population_workers(runs) == workers
+    monkeypatch.setattr(os, "cpu_count", lambda: 64)
+    assert population_workers(runs, cpus) == workers

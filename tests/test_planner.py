@@ -174,12 +174,13 @@ def test_a_sweep_runs_its_runs_on_the_first_free_worker_in_grid_order():
     assert one == pytest.approx(2 * hand_counted()["mbpo_scratch"])  # four runs one at a time
 
 
-def population_costs(size: int) -> PhaseCosts:
-    """ROUND's costs for sweeps in populations of `size`: a batched update of 4 runs takes 150
-    (of 2: 120), a model step of a stack of 4 fits 2 (of 2: 1.5), and 2 threads do half a run's
-    stepping and two runs' training at once."""
+def population_costs(size: int, device: str = "cuda") -> PhaseCosts:
+    """ROUND's costs for sweeps in populations of `size` (batched, as on a GPU): a batched
+    update of 4 runs takes 150 (of 2: 120), a model step of a stack of 4 fits 2 (of 2: 1.5),
+    and 2 threads do half a run's stepping and two runs' training at once."""
     return dataclasses.replace(
         ROUND_COSTS,
+        device=device,
         population=size,
         population_updates={TASK: {2: 120.0, 4: 150.0}},
         thread_speedup={2: {"stepping": 0.5, "training": 2.0}},
@@ -224,6 +225,23 @@ def test_a_population_is_its_threads_share_of_the_runs_own_work_plus_batched_upd
     assert alone == pytest.approx(estimate_mbpo_run(profile, ROUND_COSTS, "tom"))
     with pytest.raises(TomreproError, match="population of 3"):
         estimate_population(profile, population_costs(4), ["tom"] * 3)
+
+
+def test_a_cpu_population_is_its_runs_alone_on_its_threads():
+    """On CPU each run steps alone on a thread: the busiest thread's runs, or all runs' work at
+    the threads' speedups (stepping at its own, the rest at training's), whichever is longer."""
+    profile = tiny_profile()
+    costs = population_costs(4, device="cpu")
+    mle, tom = (estimate_mbpo_run(profile, ROUND_COSTS, m) for m in ("mle", "tom"))
+    stepping = 100 * 1 + 80 * 10 + 3 * (1000 + 5 * (1 + 1))
+    work = 2 * stepping / 0.5 + (mle + tom - 2 * stepping) / 2.0
+    wall, sac = estimate_population(profile, costs, ["mle", "tom"], threads=2)
+    assert wall == pytest.approx(max(tom, mle, work)) and sac == 2 * 160 * ROUND.sac_update
+    fast = dataclasses.replace(costs, thread_speedup={2: {"stepping": 2.0, "training": 2.0}})
+    wall, _ = estimate_population(profile, fast, ["mle", "tom", "tom"], threads=2)
+    assert mle < tom and wall == pytest.approx(mle + tom)  # the thread done first takes the 3rd
+    alone, _ = estimate_population(profile, costs, ["tom"])
+    assert alone == pytest.approx(tom)
 
 
 @pytest.mark.parametrize("size", [1, 3, 4])
@@ -289,8 +307,8 @@ def test_a_short_real_run_takes_what_the_planner_estimates(tmp_path, device):
 
 
 def test_a_short_real_population_takes_what_the_planner_estimates(tmp_path):
-    """A population of two smoke MBPO runs (MLE and TOM, in lockstep, one batched SAC update)
-    on one torch thread, as a sweep runs it: within 1.5x of `estimate_population` from phases
+    """A population of two smoke MBPO runs (MLE and TOM, each alone on its own thread, as on
+    CPU) on one torch thread, as a sweep runs it: within 1.5x of `estimate_population` from phases
     measured just before at that population size. One retry, as above."""
     profile = load_profile("smoke", REPO_ROOT / "pipelines")
     learners = ["mle", "tom"]
@@ -337,7 +355,9 @@ def test_plan_command_plans_populations_and_refuses_a_gpu_it_lacks(tmp_path, run
     plan = json.loads(out.read_text())
     assert plan["runs_per_population"] == 2 and "populations of up to 2 runs" in text
     mbpo_task = load_profile("smoke").mbpo.tasks[0]
-    assert 2 in PhaseCosts.from_json(plan["sweep_phase_costs"]).population_updates[mbpo_task]
+    sweep = PhaseCosts.from_json(plan["sweep_phase_costs"])
+    assert 2 in sweep.thread_speedup and "each run on a thread" in text  # CPU: runs on threads
+    assert mbpo_task not in sweep.population_updates
     code, _, err = run_cli(
         "plan", "--profile", "smoke", "--device", "cpu", "--gpus-per-run", "1",
         "--out", tmp_path / "gpu.json",

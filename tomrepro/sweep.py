@@ -32,6 +32,7 @@ from tomrepro.loops.mbpo_population import (
     default_runs_per_population,
     group_populations,
     run_population,
+    sweep_parallelism,
 )
 
 Kind = Literal["scratch", "continue"]
@@ -113,9 +114,10 @@ def _execute(
     device: str | None,
     threads: int,
     rerun: bool,
+    cpus: int,
 ) -> dict[str, str | None]:
-    """Body of one Ray task: run (or resume) a population of MBPO runs; each run's error (None
-    when it finished)."""
+    """Body of one Ray task: run (or resume) a population of MBPO runs on `cpus` cores, its
+    share of the machine; each run's error (None when it finished)."""
     import torch
 
     torch.set_num_threads(threads)
@@ -123,7 +125,7 @@ def _execute(
     runs = [make_run(cfg, RunSpec(**spec), device, rerun) for spec in specs]
     names = {run.paths.root: RunSpec(**spec).name for run, spec in zip(runs, specs, strict=True)}
     try:
-        run_population(runs)
+        run_population(runs, cpus=cpus)
     except RunFailed as failed:
         return {name: failed.errors.get(root) for root, name in names.items()}
     return dict.fromkeys(names.values())
@@ -268,9 +270,15 @@ def _run_with_ray(
     task = ray.remote(_execute).options(num_cpus=cpus_per_run, num_gpus=gpus_per_run, max_retries=0)
     raw = profile.model_dump(mode="json")
     threads = max(1, int(cpus_per_run))
+    groups = populations(specs, runs_per_population)
+    # The populations running at once share the cluster's cores (the planner counts the same).
+    resources = ray.cluster_resources()
+    cpus = int(resources.get("CPU", 1))
+    parallel = sweep_parallelism(cpus, int(resources.get("GPU", 0)), cpus_per_run, gpus_per_run)
+    share = max(1, cpus // min(parallel, len(groups)))
     pending = {
-        task.remote([asdict(s) for s in group], raw, device, threads, rerun_complete): group
-        for group in populations(specs, runs_per_population)
+        task.remote([asdict(s) for s in group], raw, device, threads, rerun_complete, share): group
+        for group in groups
     }
     results: dict[str, dict[str, Any]] = {}
     bar = tqdm(total=len(specs), unit="run", disable=not progress, desc="sweep")

@@ -9,6 +9,12 @@ own data, weights and generators; plans' set-up, rollouts, acting and evaluation
 on parallel threads. A single run is a population of one
 through this same loop (`MBPORun.run`).
 
+That batching is for GPUs, whose small-network kernels are bound by launch overhead. On CPU a
+batched update is no faster than the same updates one after another (benchmarks/population.py),
+and one batched call uses one core's worth of threads, so there the population steps each run
+alone (a population of one through the same loop) on its own thread, as many at a time as its
+CPUs hold: measured as fast per run as separate processes.
+
 A run that raises (a non-finite model, an env error) is marked failed — `failure.json` in its
 directory with the error, its checkpoint kept for a resume — and leaves the population; the
 others go on unchanged, since no run's arithmetic depends on its company (tests check this
@@ -46,19 +52,39 @@ Active = tuple[MBPORun, RunState]
 
 
 def default_runs_per_population(device: str | None) -> int:
-    """One run per process on CPUs (processes use every core; a population of R is no faster
-    per run than R runs one after another on one core), 16 on a GPU, whose small-network
-    updates are bound by launch overhead (benchmarks/population.py measures both)."""
+    """One run per process on CPUs (a CPU population steps each run alone on a thread, as fast
+    per run as separate processes, which also keep a crash to one run), 16 on a GPU, whose
+    small-network updates are bound by launch overhead (benchmarks/population.py measures both)."""
     from tomrepro.learning.devices import resolve_device
 
     cuda = resolve_device(device or "auto").type == "cuda" and torch.cuda.is_available()
     return GPU_RUNS_PER_POPULATION if cuda else 1
 
 
-def population_workers(runs: int) -> int:
-    """Threads a population of `runs` steps its runs' own phases on: the CPUs over the torch
-    threads each one uses, at most one per run."""
-    return max(1, min(runs, (os.cpu_count() or 1) // torch.get_num_threads()))
+def batches_runs(device: torch.device) -> bool:
+    """Whether a population on `device` steps its runs as one batched computation (a GPU), or
+    each run alone on its own thread (CPU)."""
+    return device.type != "cpu"
+
+
+def population_workers(runs: int, cpus: int | None = None) -> int:
+    """Threads a population of `runs` steps its runs (or their own phases) on: its CPUs
+    (`cpus`, None: this machine's) over the torch threads each one uses, at most one per run."""
+    cpus = cpus or os.cpu_count() or 1
+    return max(1, min(runs, cpus // torch.get_num_threads()))
+
+
+def sweep_parallelism(
+    cpus: int, gpus: int, cpus_per_run: float = 1.0, gpus_per_run: float = 0.0
+) -> int:
+    """How many populations a sweep's Ray runs at a time: CPUs / cpus per run, and GPUs / gpus
+    per run where runs ask for a GPU."""
+    if cpus_per_run <= 0 or gpus_per_run < 0:
+        raise ConfigError("cpus per run must be positive and gpus per run not negative")
+    parallel = int(cpus // cpus_per_run)
+    if gpus_per_run > 0:
+        parallel = min(parallel, int(gpus // gpus_per_run))
+    return max(1, parallel)
 
 
 def group_populations(
@@ -84,9 +110,12 @@ class RunFailed(TomreproError):
         self.errors, self.finished = errors, finished
 
 
-def run_population(runs: list[MBPORun]) -> list[Path]:
-    """Run every run to its end; returns their directories (in order). Raises `RunFailed` after
-    the others have finished if any run failed."""
+def run_population(
+    runs: list[MBPORun], *, cpus: int | None = None, batched: bool | None = None
+) -> list[Path]:
+    """Run every run to its end on `cpus` cores (None: this machine's); returns their
+    directories (in order). `batched` None: as `batches_runs` says for the runs' device. Raises
+    `RunFailed` after the others have finished if any run failed."""
     if not runs:
         return []
     shapes = {run.agent_shape() for run in runs}
@@ -106,8 +135,15 @@ def run_population(runs: list[MBPORun]) -> list[Path]:
                 locked.append(run)
             except TomreproError as exc:
                 failures[run.paths.root] = exc
-        if locked:
-            failures.update(_step_all(locked, record=len(runs) > 1))
+        record, workers = len(runs) > 1, population_workers(len(locked), cpus)
+        if batched is None:
+            batched = bool(locked) and batches_runs(locked[0].device)
+        if batched or len(locked) < 2:
+            failures.update(_step_all(locked, record, workers) if locked else {})
+        else:
+            with ThreadPoolExecutor(workers) as pool:
+                for failed in pool.map(lambda run: _step_all([run], record, 1), locked):
+                    failures.update(failed)
     if len(runs) == 1 and failures:  # a run alone fails as it always did: with its own error
         raise next(iter(failures.values()))
     finished = [r.paths.root for r in runs if r.paths.root not in failures]
@@ -116,8 +152,9 @@ def run_population(runs: list[MBPORun]) -> list[Path]:
     return [run.paths.root for run in runs]
 
 
-def _step_all(runs: list[MBPORun], record: bool) -> dict[Path, Exception]:
-    """The lockstep loop; the errors of the runs that failed, by directory."""
+def _step_all(runs: list[MBPORun], record: bool, workers: int) -> dict[Path, Exception]:
+    """The lockstep loop, the runs' own phases on `workers` threads; the errors of the runs
+    that failed, by directory."""
     first = runs[0]
     task, device = first.task, first.device
     shape = first.agent_shape()
@@ -180,7 +217,6 @@ def _step_all(runs: list[MBPORun], record: bool) -> dict[Path, Exception]:
     # state. Each worker's torch ops use the process's torch threads, so the workers get the
     # cores those leave (more would thrash: 2.8x slower measured with 2 x 2 threads on 2 cores).
     # A round's TOM training and its model fits run together, as stacked networks.
-    workers = population_workers(len(runs))
     with ThreadPoolExecutor(workers) if workers > 1 else nullcontext() as pool:
 
         def each(work: Callable[[Any], Any], items: list[Any]) -> list[Any]:

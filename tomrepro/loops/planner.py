@@ -19,14 +19,16 @@ and the finite stage's closed-form checks other than its dual solves (about a mi
 MDP). The finite stage lives in the analysis layer, which this layer cannot call, so it is
 estimated from its estimator phases, counted as `analysis/finite_claims.py` runs them.
 
-A sweep steps its runs in populations (`loops/mbpo_population.py`): R runs of one cell in
-lockstep, their SAC updates one batched call, their own phases (env steps, model rounds,
-evaluation) on min(R, CPUs) threads. The planner measures the batched update at every population
-size the sweep's packing makes, and how many runs' own phases the threads do in the time one
-thread does one run's, for each kind: stepping (env steps, actions; Python-bound, so threads
-can even slow each other down) and training (model-fit steps; torch-bound); the speedup at fewer
-threads is interpolated. A population's wall time is then its slowest run's own phases or all of
-them over those speedups, whichever is longer, plus its updates. Populations run as many at a time
+A sweep steps its runs in populations (`loops/mbpo_population.py`). On a GPU: R runs of one
+cell in lockstep, their SAC updates one batched call, their model rounds stacked, their own
+phases (env steps, rollouts, evaluation) on min(R, CPUs) threads. On CPU: each run alone, on
+min(R, CPUs) threads. The planner measures the batched update and the stacked model step at
+every population size the sweep's packing makes (GPU), and how many runs' own phases the threads
+do in the time one thread does one run's, for each kind: stepping (env steps, actions;
+Python-bound, so threads can even slow each other down) and training (model-fit steps;
+torch-bound); the speedup at fewer threads is interpolated. A population's wall time is then
+its slowest run's (on CPU: its busiest thread's) or all its work over those speedups, whichever
+is longer, plus (GPU) its batched updates. Populations run as many at a time
 as the sweep's Ray would start them (CPUs / cpus per run, GPUs / gpus per run); on a GPU their
 updates are also counted one after another on the devices, since populations sharing a GPU
 share its time.
@@ -71,9 +73,11 @@ from tomrepro.learning.sac import SAC, MinibatchSampler, SquashedGaussianActor
 from tomrepro.loops.collect import snapshot_steps
 from tomrepro.loops.episode_recorder import EpisodeRecorder
 from tomrepro.loops.mbpo_population import (
+    batches_runs,
     default_runs_per_population,
     group_populations,
     stack_batches,
+    sweep_parallelism,
 )
 from tomrepro.loops.update_schedule import UpdateSchedule
 
@@ -687,7 +691,9 @@ def measure_phases(
         }
         finite = _measure_finite(profile.finite_mdp, budget)
         if population > 1 and profile.mbpo is not None:
-            for task_id, sizes in population_sizes(profile, population).items():
+            # Only a batched population (a GPU's) has stacked updates and fits to measure.
+            stacked = population_sizes(profile, population) if batches_runs(torch_device) else {}
+            for task_id, sizes in stacked.items():
                 task = get_task(task_id)
                 updates[task_id] = {
                     runs: measure_sac_update(
@@ -799,16 +805,18 @@ def estimate_population(
     snapshot: int | None = None,
     threads: int | None = None,
 ) -> tuple[float, float]:
-    """(wall seconds, seconds of its batched SAC updates) of a population of one run per entry
-    of `learners` in one cell (`loops/mbpo_population.py`), the runs' own phases on `threads`
-    threads (default: as the loop starts them on this machine at `costs.threads` torch
-    threads)."""
+    """(wall seconds, seconds of its SAC updates) of a population of one run per entry of
+    `learners` in one cell (`loops/mbpo_population.py`) on `threads` threads (default: as the
+    loop starts them on this machine at `costs.threads` torch threads): batched on a GPU, each
+    run alone on its own thread on CPU."""
+    cpus = os.cpu_count() or 1
+    threads = min(len(learners), threads or max(1, cpus // costs.threads))
+    if not batches_runs(torch.device(costs.device)):
+        return _threaded_population(profile, costs, learners, task, snapshot, threads)
     cell = profile.collect.task if snapshot is not None else task or _mbpo(profile).tasks[0]
     update = costs.population_update(cell, len(learners))
     shared = costs.in_population(cell, len(learners))
     parts = [_mbpo_run_parts(profile, shared, m, task, snapshot) for m in learners]
-    cpus = os.cpu_count() or 1
-    threads = min(len(parts), threads or max(1, cpus // costs.threads))
     # A round's TOM training and model fits run as stacks; each run's model steps are counted
     # at its share of the stack's measured step (TOM's at a run's own), so they add up.
     together = (
@@ -819,6 +827,26 @@ def estimate_population(
     own = max(max(p.stepping + p.training + p.fits for p in parts), together)
     sac = parts[0].updates * update
     return own + sac, sac
+
+
+def _threaded_population(
+    profile: ProfileConfig,
+    costs: PhaseCosts,
+    learners: Sequence[str],
+    task: str | None,
+    snapshot: int | None,
+    threads: int,
+) -> tuple[float, float]:
+    """A CPU population: its runs, each alone, on `threads` threads in order. The longer of
+    the busiest thread's runs and all runs' work at the threads' measured speedups (stepping;
+    everything else is torch-bound, counted as training)."""
+    parts = [_mbpo_run_parts(profile, costs, m, task, snapshot) for m in learners]
+    sacs = [p.updates * costs.task(p.task).sac_update for p in parts]
+    runs = [p.stepping + p.training + p.fits + sac for p, sac in zip(parts, sacs, strict=True)]
+    together = sum(p.stepping for p in parts) / costs.speedup("stepping", threads) + sum(
+        r - p.stepping for p, r in zip(parts, runs, strict=True)
+    ) / costs.speedup("training", threads)
+    return max(parallel_wall(runs, threads), together), sum(sacs)
 
 
 @dataclass(frozen=True)
@@ -1103,19 +1131,6 @@ class Plan:
         }
 
 
-def sweep_parallelism(
-    cpus: int, gpus: int, cpus_per_run: float = 1.0, gpus_per_run: float = 0.0
-) -> int:
-    """How many populations a sweep's Ray runs at a time: CPUs / cpus per run, and GPUs / gpus
-    per run where runs ask for a GPU."""
-    if cpus_per_run <= 0 or gpus_per_run < 0:
-        raise ConfigError("cpus per run must be positive and gpus per run not negative")
-    parallel = int(cpus // cpus_per_run)
-    if gpus_per_run > 0:
-        parallel = min(parallel, int(gpus // gpus_per_run))
-    return max(1, parallel)
-
-
 def make_plan(
     profile: ProfileConfig,
     device: str,
@@ -1225,8 +1240,9 @@ def plan_lines(plan: Plan) -> list[str]:
             f"{t} threads do " + ", ".join(f"{x:.2f} runs' {kind}" for kind, x in kinds.items())
             for t, kinds in sweep.thread_speedup.items()
         )
+        how = "one batched SAC update" if sweep.population_updates else "each run on a thread"
         lines.append(
-            f"MBPO sweeps: populations of up to {sweep.population} runs (one batched SAC update), "
+            f"MBPO sweeps: populations of up to {sweep.population} runs ({how}), "
             f"{plan.parallel_runs} at a time, {sweep.threads} torch thread(s) each; "
             f"own phases: {speedup or 'one thread'}"
         )
