@@ -361,3 +361,15 @@ def test_huge_finite_values_are_read_not_mistaken_for_inf(tmp_path, hopper_buffe
     back = read_buffer(path).buffer.columns()
     np.testing.assert_array_equal(back["actions"], cols["actions"])
     assert back["rewards"][5] == np.float32(-3e38)
+
+
+def test_an_empty_buffer_round_trips(tmp_path, hopper_buffer):
+    """A run checkpointed before its first env step writes a buffer of no rows; a resume reads
+    it."""
+    empty = ReplayBuffer.from_columns({k: v[:0] for k, v in hopper_buffer.columns().items()})
+    path = tmp_path / "empty.h5"
+    write_buffer(path, empty, BufferMetadata("Hopper-v5", seed=0, complete=False))
+    back = read_buffer(path, allow_incomplete=True, deep=True).buffer
+    assert len(back) == 0
+    for name, column in hopper_buffer.columns().items():
+        assert back.columns()[name].shape == (0, *column.shape[1:])

@@ -250,6 +250,27 @@ def test_a_failing_run_leaves_the_others_unchanged(runs, tmp_path, phase, batche
     assert run_status(bad.paths.root) is None  # not finished: a resume picks it up
 
 
+class _InterruptedRun(MBPORun):
+    """Interrupted (as by Ctrl-C in its thread) in its env step at step 150."""
+
+    def step_env(self, state):
+        if state.loop.step >= 150:
+            raise KeyboardInterrupt
+        return super().step_env(state)
+
+
+def test_an_interrupt_stops_every_run_on_threads_and_they_resume(runs, tmp_path):
+    """A run's thread interrupted: the population raises it at once, the other run stops at its
+    next step (not at its end) and later resumes to its curve alone."""
+    good = MBPORun(smoke(), tmp_path / "mle", learner="mle", progress=False)
+    bad = _InterruptedRun(smoke(), tmp_path / "pmac", learner="pmac", progress=False)
+    with torch_threads(1), pytest.raises(KeyboardInterrupt):
+        run_population([bad, good], batched=False, cpus=2)
+    assert run_status(good.paths.root) is None
+    MBPORun(smoke(), tmp_path / "mle", learner="mle", progress=False).run()
+    _same_run(good.paths.root, runs["mle"])
+
+
 def test_runs_that_cannot_share_an_agent_are_refused(tmp_path):
     a = MBPORun(smoke(), tmp_path / "a", learner="mle", progress=False)
     b = MBPORun(smoke(env_steps=400), tmp_path / "b", learner="mle", progress=False)

@@ -26,6 +26,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import threading
 import time
 import traceback
 from collections.abc import Callable, Hashable, Sequence
@@ -141,9 +142,7 @@ def run_population(
         if batched or len(locked) < 2:
             failures.update(_step_all(locked, record, workers) if locked else {})
         else:
-            with ThreadPoolExecutor(workers) as pool:
-                for failed in pool.map(lambda run: _step_all([run], record, 1), locked):
-                    failures.update(failed)
+            failures.update(_each_alone(locked, record, workers))
     if len(runs) == 1 and failures:  # a run alone fails as it always did: with its own error
         raise next(iter(failures.values()))
     finished = [r.paths.root for r in runs if r.paths.root not in failures]
@@ -152,9 +151,29 @@ def run_population(
     return [run.paths.root for run in runs]
 
 
-def _step_all(runs: list[MBPORun], record: bool, workers: int) -> dict[Path, Exception]:
-    """The lockstep loop, the runs' own phases on `workers` threads; the errors of the runs
-    that failed, by directory."""
+def _each_alone(runs: list[MBPORun], record: bool, workers: int) -> dict[Path, Exception]:
+    """Each run as a population of one, on `workers` threads; the errors of the runs that
+    failed. An interrupt (Ctrl-C, or one run's thread raising one) stops the others at their
+    next env step, their checkpoints kept for a resume, instead of waiting for them to end."""
+    stop = threading.Event()
+    failures: dict[Path, Exception] = {}
+    with ThreadPoolExecutor(workers) as pool:
+        futures = [pool.submit(_step_all, [run], record, 1, stop) for run in runs]
+        try:
+            for future in futures:
+                failures.update(future.result())
+        except BaseException:
+            stop.set()
+            pool.shutdown(wait=True, cancel_futures=True)
+            raise
+    return failures
+
+
+def _step_all(
+    runs: list[MBPORun], record: bool, workers: int, stop: threading.Event | None = None
+) -> dict[Path, Exception]:
+    """The lockstep loop, the runs' own phases on `workers` threads, until the runs end (or
+    `stop` is set); the errors of the runs that failed, by directory."""
     first = runs[0]
     task, device = first.task, first.device
     shape = first.agent_shape()
@@ -222,7 +241,7 @@ def _step_all(runs: list[MBPORun], record: bool, workers: int) -> dict[Path, Exc
         def each(work: Callable[[Any], Any], items: list[Any]) -> list[Any]:
             return list(pool.map(work, items)) if pool else [work(item) for item in items]
 
-        while active:
+        while active and not (stop and stop.is_set()):
             stepping = _kept(active, each(begin, active))
             due = [item for item in stepping if item[0].round_due(item[1])]
             if due:
