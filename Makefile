@@ -36,8 +36,12 @@ browser:
 		echo "chromium could not be installed: the headless-browser test will be skipped"
 
 # pytest exits 5 when it collects nothing; make would report that as failure, so map it to 0.
+# One pytest worker per core (each module's tests on one worker, so its fixtures are made once),
+# then the timing checks alone on the machine.
 test: install browser
-	$(BIN)/python -m pytest -q -m "not slow" --durations=12 || [ $$? -eq 5 ]
+	$(BIN)/python -m pytest -q -m "not slow and not serial" -n auto --dist loadscope \
+		--durations=12 || [ $$? -eq 5 ]
+	$(BIN)/python -m pytest -q -m "serial and not slow" || [ $$? -eq 5 ]
 
 test-slow: install
 	$(BIN)/python -m pytest -q -m slow || [ $$? -eq 5 ]

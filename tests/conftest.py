@@ -18,6 +18,13 @@ from tomrepro.loops.rollout import random_rollout
 
 os.environ.setdefault("DVC_NO_ANALYTICS", "1")
 os.environ.setdefault("RAY_AUTH_MODE", "disabled")
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    # `make test` runs a worker per core: one torch thread each (and in the processes they
+    # start), since more threads than cores thrash.
+    import torch
+
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
+    torch.set_num_threads(1)
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 

@@ -290,6 +290,7 @@ def _estimated_and_measured(profile, device, root) -> dict[str, tuple[float, flo
     return out
 
 
+@pytest.mark.serial
 @pytest.mark.parametrize("device", DEVICES)
 def test_a_short_real_run_takes_what_the_planner_estimates(tmp_path, device):
     """An MBPO run of the smoke profile (TOM, so every phase takes part) and a collect run, each
@@ -306,6 +307,7 @@ def test_a_short_real_run_takes_what_the_planner_estimates(tmp_path, device):
     pytest.fail(f"(estimate, measured) seconds outside {TOLERANCE}x twice: {attempts}")
 
 
+@pytest.mark.serial
 def test_a_short_real_population_takes_what_the_planner_estimates(tmp_path):
     """A population of two smoke MBPO runs (MLE and TOM, each alone on its own thread, as on
     CPU) on one torch thread, as a sweep runs it: within 1.5x of `estimate_population` from phases

@@ -51,6 +51,7 @@ def _collect(out, *extra):
     return cmd
 
 
+@pytest.mark.serial  # races a process's start-up against another's run: needs a quiet machine
 def test_a_second_writer_is_refused_and_a_killed_holder_is_taken_over(tmp_path):
     root = tmp_path / "run"
     out = root / "seed_0"  # collect locks each run's directory; smoke's first run is seed 0
