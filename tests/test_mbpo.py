@@ -22,7 +22,12 @@ from tomrepro.core.config import load_profile, with_overrides
 from tomrepro.core.errors import ConfigError
 from tomrepro.learning.dynamics_model import load_dynamics_model
 from tomrepro.loops.mbpo import TIMING_COLUMNS, ContinueFrom, MBPORun, run_status
-from tomrepro.loops.mbpo_population import RunFailed, population_workers, run_population
+from tomrepro.loops.mbpo_population import (
+    RunFailed,
+    population_cpus,
+    population_workers,
+    run_population,
+)
 from tomrepro.loops.planner import torch_threads
 
 from .conftest import REPO_ROOT, copied_run
@@ -339,3 +344,14 @@ def test_a_population_steps_on_no_more_workers_than_its_cpus_hold(
     assert population_workers(runs) == workers
     monkeypatch.setattr(os, "cpu_count", lambda: 64)
     assert population_workers(runs, cpus) == workers
+
+
+@pytest.mark.parametrize(
+    ("cpus", "parallel", "populations", "share"),
+    [(2, 2, 4, 1), (2, 2, 1, 2), (16, 1, 3, 16), (16, 8, 2, 8), (3, 4, 4, 1), (2, 8, 3, 1)],
+)
+def test_a_sweep_shares_its_cores_among_the_populations_running_at_once(
+    cpus, parallel, populations, share
+):
+    """Two populations of CPU runs at once on 2 cores get a core each, not two threads each."""
+    assert population_cpus(cpus, parallel, populations) == share

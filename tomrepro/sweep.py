@@ -31,6 +31,7 @@ from tomrepro.loops.mbpo_population import (
     RunFailed,
     default_runs_per_population,
     group_populations,
+    population_cpus,
     run_population,
     sweep_parallelism,
 )
@@ -275,7 +276,7 @@ def _run_with_ray(
     resources = ray.cluster_resources()
     cpus = int(resources.get("CPU", 1))
     parallel = sweep_parallelism(cpus, int(resources.get("GPU", 0)), cpus_per_run, gpus_per_run)
-    share = max(1, cpus // min(parallel, len(groups)))
+    share = population_cpus(cpus, parallel, len(groups))
     pending = {
         task.remote([asdict(s) for s in group], raw, device, threads, rerun_complete, share): group
         for group in groups

@@ -88,6 +88,12 @@ def sweep_parallelism(
     return max(1, parallel)
 
 
+def population_cpus(cpus: int, parallel: int, populations: int) -> int:
+    """The cores each population of a sweep steps its runs on: the machine's (or cluster's)
+    `cpus` shared by the populations that run at once (`parallel`, at most all of them)."""
+    return max(1, cpus // max(1, min(parallel, populations)))
+
+
 def group_populations(
     items: Sequence[Item], key: Callable[[Item], Hashable], size: int
 ) -> list[list[Item]]:

@@ -76,6 +76,7 @@ from tomrepro.loops.mbpo_population import (
     batches_runs,
     default_runs_per_population,
     group_populations,
+    population_cpus,
     stack_batches,
     sweep_parallelism,
 )
@@ -1018,8 +1019,7 @@ def estimate_sweep(
     """Wall seconds of a sweep: its populations of `costs.population` runs, `parallel` at a time
     in grid order, sharing `cpus` cores (and, on a GPU, the updates of `gpus` devices)."""
     pops = sweep_populations(profile, kind, costs.population)
-    concurrent = max(1, min(parallel, len(pops)))
-    threads = max(1, cpus // (concurrent * costs.threads))
+    threads = max(1, population_cpus(cpus, parallel, len(pops)) // costs.threads)
     estimates = [
         estimate_population(profile, costs, learners, task=task, snapshot=snapshot, threads=threads)
         for task, snapshot, learners in pops
