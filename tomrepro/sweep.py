@@ -26,12 +26,15 @@ from tqdm import tqdm
 from tomrepro.core.atomic import atomic_path
 from tomrepro.core.config import ProfileConfig, profile_from_dict
 from tomrepro.core.errors import ConfigError, TomreproError
+from tomrepro.learning.devices import resolve_device
 from tomrepro.loops.mbpo import ContinueFrom, MBPOPaths, MBPORun, run_status
 from tomrepro.loops.mbpo_population import (
     RunFailed,
+    batches_runs,
     default_runs_per_population,
     group_populations,
     population_cpus,
+    population_torch_threads,
     run_population,
     sweep_parallelism,
 )
@@ -270,7 +273,9 @@ def _run_with_ray(
         device = "cuda"
     task = ray.remote(_execute).options(num_cpus=cpus_per_run, num_gpus=gpus_per_run, max_retries=0)
     raw = profile.model_dump(mode="json")
-    threads = max(1, int(cpus_per_run))
+    # A cluster's driver may have no GPU of its own: runs given a GPU are batched there.
+    batched = gpus_per_run > 0 or batches_runs(resolve_device(device or profile.device))
+    threads = population_torch_threads(runs_per_population, cpus_per_run, batched)
     groups = populations(specs, runs_per_population)
     # The populations running at once share the cluster's cores (the planner counts the same).
     resources = ray.cluster_resources()

@@ -88,6 +88,14 @@ def sweep_parallelism(
     return max(1, parallel)
 
 
+def population_torch_threads(runs: int, cpus_per_run: float, batched: bool) -> int:
+    """Torch threads of a sweep's population of `runs` holding `cpus_per_run` cores: all of them
+    for a batched population or a run alone; on CPU, where runs step on threads of their own,
+    the cores go to the runs first (one thread each while there are fewer cores than runs)."""
+    cpus = max(1, int(cpus_per_run))
+    return cpus if batched or runs < 2 else max(1, cpus // min(runs, cpus))
+
+
 def population_cpus(cpus: int, parallel: int, populations: int) -> int:
     """The cores each population of a sweep steps its runs on: the machine's (or cluster's)
     `cpus` shared by the populations that run at once (`parallel`, at most all of them)."""

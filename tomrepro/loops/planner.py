@@ -77,6 +77,7 @@ from tomrepro.loops.mbpo_population import (
     default_runs_per_population,
     group_populations,
     population_cpus,
+    population_torch_threads,
     stack_batches,
     sweep_parallelism,
 )
@@ -1154,7 +1155,7 @@ def make_plan(
     if gpus_per_run > 0 and not gpus:
         raise TomreproError(f"--gpus-per-run {gpus_per_run} asked for, but there is no GPU")
     parallel = sweep_parallelism(cpus, gpus, cpus_per_run, gpus_per_run)
-    sweep_threads = max(1, int(cpus_per_run))
+    sweep_threads = population_torch_threads(size, cpus_per_run, batches_runs(torch_device))
     same = torch.get_num_threads() == sweep_threads
     costs = measure_phases(profile, torch_device, budget=budget, population=size if same else 1)
     sweep_costs = costs
