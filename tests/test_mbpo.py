@@ -21,9 +21,12 @@ from tomrepro.core.buffer_file import read_buffer, read_snapshot
 from tomrepro.core.config import load_profile, with_overrides
 from tomrepro.core.errors import ConfigError
 from tomrepro.learning.dynamics_model import load_dynamics_model
+from tomrepro.learning.sac import SAC, SACRun
+from tomrepro.loops import mbpo_population
 from tomrepro.loops.mbpo import TIMING_COLUMNS, ContinueFrom, MBPORun, run_status
 from tomrepro.loops.mbpo_population import (
     RunFailed,
+    population_actions,
     population_cpus,
     population_torch_threads,
     population_workers,
@@ -227,9 +230,9 @@ class _FailingRun(MBPORun):
     fail_at = 150
     phase = "step_env"
 
-    def step_env(self, state):
+    def step_env(self, state, action=None):
         self._maybe_fail(state, "step_env")
-        return super().step_env(state)
+        return super().step_env(state, action)
 
     def start_round(self, state):
         self._maybe_fail(state, "start_round")
@@ -259,10 +262,10 @@ def test_a_failing_run_leaves_the_others_unchanged(runs, tmp_path, phase, batche
 class _InterruptedRun(MBPORun):
     """Interrupted (as by Ctrl-C in its thread) in its env step at step 150."""
 
-    def step_env(self, state):
+    def step_env(self, state, action=None):
         if state.loop.step >= 150:
             raise KeyboardInterrupt
-        return super().step_env(state)
+        return super().step_env(state, action)
 
 
 def test_an_interrupt_stops_every_run_on_threads_and_they_resume(runs, tmp_path):
@@ -366,3 +369,51 @@ def test_a_cpu_population_gives_its_cores_to_its_runs_first(runs, cpus_per_run, 
     """A run's torch ops gained 0.92-1.06x from a second intra-op thread (measured), two runs on
     a core each twice the throughput; a batched population's one computation takes all cores."""
     assert population_torch_threads(runs, cpus_per_run, batched) == threads
+
+
+def _open_population(runs: list[MBPORun]) -> tuple[SAC, list]:
+    """The runs opened on one population agent, as the loop opens them."""
+    first, task = runs[0], runs[0].task
+    low, high = (np.asarray(b, dtype=np.float32) for b in first.agent_shape()[2:4])
+    generators = [run.sac_generator() for run in runs]
+    sac = SAC(task.obs_dim, task.act_dim, low, high, first.sac_cfg, first.device, generators)
+    return sac, [(run, run.open(SACRun(sac, r))) for r, run in enumerate(runs)]
+
+
+def test_one_actor_call_gives_each_run_its_own_action(tmp_path):
+    """A GPU population's env-step actions come from one actor call: each run's row gets the
+    action its own actor gives for its observation and noise (up to rounding: the call runs here
+    on CPU), and a run whose policy has not started gets none."""
+    runs = [
+        MBPORun(smoke(), tmp_path / str(i), learner=m, seed=i, progress=False)
+        for i, m in enumerate(("mle", "tom", "mle"))
+    ]
+    sac, items = _open_population(runs)
+    for _, state in items[:2]:
+        state.loop.step = runs[0].schedule.policy_start + 7
+    actions = population_actions(sac, items)
+    assert actions[2] is None
+    alone = [run._policy_action(state, state.noise[0].at(state.loop.step)) for run, state in items]
+    for action, own in zip(actions[:2], alone[:2], strict=True):
+        np.testing.assert_allclose(action, own, rtol=1e-6, atol=1e-7)
+    assert not np.allclose(alone[0], alone[1])  # the rows are the runs' own, not one run's
+    for _, state in items:
+        state.env.close()
+
+
+def test_a_population_acting_in_one_call_runs_to_its_end(tmp_path, monkeypatch):
+    """The GPU's way of acting, forced on CPU for a batched population: every step's actions
+    come from the one call and both runs finish with finite curves."""
+    calls = []
+
+    def counted(sac, items):
+        calls.append(len(items))
+        return population_actions(sac, items)
+
+    monkeypatch.setattr(mbpo_population, "acts_in_one_call", lambda device: True)
+    monkeypatch.setattr(mbpo_population, "population_actions", counted)
+    runs = [MBPORun(smoke(), tmp_path / m, learner=m, progress=False) for m in ("mle", "tom")]
+    for root in run_population(runs, batched=True):
+        last = curve(root).iloc[-1]
+        assert last["env_step"] == smoke().mbpo.env_steps and np.isfinite(last["return_mean"])
+    assert len(calls) == smoke().mbpo.env_steps and set(calls) == {2}

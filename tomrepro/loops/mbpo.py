@@ -463,15 +463,21 @@ class MBPORun:
         step = state.loop.step
         return step >= start and (step - start) % self.cfg.model_train_every == 0
 
-    def step_env(self, state: RunState) -> None:
-        """The env step itself: a uniform action before the policy starts, then the actor's."""
+    def policy_input(self, state: RunState) -> tuple[np.ndarray, np.ndarray] | None:
+        """(observation, noise) the actor acts on at this step; None before the policy starts."""
+        step = state.loop.step
+        return None if step < self.schedule.policy_start else (state.obs, state.noise[0].at(step))
+
+    def step_env(self, state: RunState, action: np.ndarray | None = None) -> None:
+        """The env step itself: a uniform action before the policy starts, then the actor's
+        (`action`: the actor's action for `policy_input`, already computed by the population)."""
         tick = time.perf_counter()
         step = state.loop.step
         normal, uniform = state.noise
         if step < self.schedule.policy_start:
             low, high = state.env.action_space.low, state.env.action_space.high
             action = low + (high - low) * uniform.at(step)
-        else:
+        elif action is None:
             action = self._policy_action(state, normal.at(step))
         state.obs, finished = state.recorder.step(state.obs, action, step, state.loop.version)
         if finished is not None:

@@ -230,9 +230,9 @@ def _step_all(
         (run, state), model_round = pair
         return _guarded(run, failures, lambda: _done(run.finish_round, state, model_round), record)
 
-    def step(item: Active) -> bool | None:
-        run, state = item
-        return _guarded(run, failures, lambda: _done(run.step_env, state), record)
+    def step(pair: tuple[Active, np.ndarray | None]) -> bool | None:
+        (run, state), action = pair
+        return _guarded(run, failures, lambda: _done(run.step_env, state, action), record)
 
     def together(train: Callable[[list[Any]], Any], work: list[Any], pairs: list[Any]) -> list[Any]:
         """`train(work)`, the runs' shared computation; if it raises, all of `pairs`' runs fail
@@ -249,7 +249,9 @@ def _step_all(
     # the CPU cores in parallel: MuJoCo and torch release the GIL, and no run touches another's
     # state. Each worker's torch ops use the process's torch threads, so the workers get the
     # cores those leave (more would thrash: 2.8x slower measured with 2 x 2 threads on 2 cores).
-    # A round's TOM training and its model fits run together, as stacked networks.
+    # A round's TOM training and its model fits run together, as stacked networks, and on a GPU
+    # the runs' actions at each env step come from one actor call.
+    acts_together = acts_in_one_call(device)
     with ThreadPoolExecutor(workers) if workers > 1 else nullcontext() as pool:
 
         def each(work: Callable[[Any], Any], items: list[Any]) -> list[Any]:
@@ -268,7 +270,19 @@ def _step_all(
                 done = {id(item) for (item, _), ok in zip(planned, ended, strict=True) if ok}
                 due_ids = {id(item) for item in due}
                 stepping = [i for i in stepping if id(i) not in due_ids or id(i) in done]
-            stepping = _kept(stepping, each(step, stepping))
+            actions: list[np.ndarray | None] = [None] * len(stepping)
+            if acts_together and stepping:
+                try:
+                    tick = time.perf_counter()
+                    actions = population_actions(sac, stepping)
+                    share = (time.perf_counter() - tick) / len(stepping)
+                    for _, state in stepping:
+                        state.timer.add("env", share)
+                except Exception as exc:  # a shared computation: its runs fail with its error
+                    for run, _ in stepping:
+                        _guarded(run, failures, _raiser(exc), record)
+                    stepping, actions = [], []
+            stepping = _kept(stepping, each(step, list(zip(stepping, actions, strict=True))))
             if len(stepping) != len(active):
                 sac, active = _regroup(sac, stepping, bounds) if stepping else (sac, [])
                 if not active:
@@ -285,6 +299,43 @@ def _step_all(
             for r, (run, state) in enumerate(active):
                 run.after_updates(state, None if stats is None else stats[r], seconds)
     return failures
+
+
+def acts_in_one_call(device: torch.device) -> bool:
+    """Whether a batched population's runs take their env-step actions from one actor call: on a
+    GPU (one launch and one copy back, not one per run). On CPU each run acts alone, so that its
+    actions are bit for bit those of the run alone (elementwise kernels round a longer tensor's
+    vectorised body differently from a short one's tail)."""
+    return device.type != "cpu"
+
+
+def population_actions(sac: SAC, items: list[Active]) -> list[np.ndarray | None]:
+    """Each run's policy action at its current step (None where its policy has not started),
+    from one call of the population's actor on every run's observation and noise."""
+    inputs = [run.policy_input(state) for run, state in items]
+    rows = [
+        (i, state.sac.run, x)
+        for i, ((_, state), x) in enumerate(zip(items, inputs, strict=True))
+        if x is not None
+    ]
+    out: list[np.ndarray | None] = [None] * len(items)
+    if not rows:
+        return out
+    first = sac.actor.net.layers[0].weight
+    members, obs_dim = first.shape[0], first.shape[1]
+    act_dim = sac.actor.net.layers[-1].weight.shape[2] // 2
+    obs = np.zeros((members, 1, obs_dim), dtype=np.float32)
+    noise = np.zeros((members, 1, act_dim), dtype=np.float32)
+    for _, r, (o, n) in rows:
+        obs[r, 0], noise[r, 0] = o, n
+    with torch.no_grad():
+        actions = sac.actor.act(
+            torch.as_tensor(obs, device=sac.device), torch.as_tensor(noise, device=sac.device)
+        )
+    array = actions.cpu().numpy()
+    for i, r, _ in rows:
+        out[i] = array[r, 0]
+    return out
 
 
 def _kept(items: list[Active], results: list[Any]) -> list[Active]:
