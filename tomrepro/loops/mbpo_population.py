@@ -5,15 +5,15 @@ state, curve, checkpoint and output directory (the files are those of a run alon
 actors and critics are the rows of one `SAC` population, so each SAC burst is one batched update
 of all runs on their own minibatches; in a model round, TOM's discriminators and dual Q networks
 train as stacked networks (`train_plans`), then the model fits (`train_fits`), each run on its
-own data, weights and generators; plans' set-up, rollouts, acting and evaluation run per run,
-on parallel threads. A single run is a population of one
-through this same loop (`MBPORun.run`).
+own data, weights and generators; on a GPU the runs' env-step actions come from one actor call.
+Plans' set-up, rollouts, env steps and evaluation run per run, on parallel threads. A single
+run is a population of one through this same loop (`MBPORun.run`).
 
 That batching is for GPUs, whose small-network kernels are bound by launch overhead. On CPU a
-batched update is no faster than the same updates one after another (benchmarks/population.py),
-and one batched call uses one core's worth of threads, so there the population steps each run
-alone (a population of one through the same loop) on its own thread, as many at a time as its
-CPUs hold: measured as fast per run as separate processes.
+batched update is no faster than the same updates one after another, and a run's torch ops gain
+little from more intra-op threads (benchmarks/population.py, `tomrepro plan`), so there the
+population steps each run alone (a population of one through the same loop) on its own thread,
+as many at a time as its CPUs hold: measured as fast per run as separate processes.
 
 A run that raises (a non-finite model, an env error) is marked failed — `failure.json` in its
 directory with the error, its checkpoint kept for a resume — and leaves the population; the
