@@ -410,7 +410,7 @@ def test_a_population_acting_in_one_call_runs_to_its_end(tmp_path, monkeypatch):
         calls.append(len(items))
         return population_actions(sac, items)
 
-    monkeypatch.setattr(mbpo_population, "acts_in_one_call", lambda device: True)
+    monkeypatch.setattr(mbpo_population, "batches_runs", lambda device: True)
     monkeypatch.setattr(mbpo_population, "population_actions", counted)
     runs = [MBPORun(smoke(), tmp_path / m, learner=m, progress=False) for m in ("mle", "tom")]
     for root in run_population(runs, batched=True):

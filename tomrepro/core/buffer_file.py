@@ -495,7 +495,9 @@ class _ColumnScan:
         if stored is None:
             return
         digest = self._xxh3.intdigest() if self._xxh3 is not None else self._crc
-        if digest != stored and not (self._empty and stored == 0):
+        if self._empty:
+            digest = 0
+        if digest != stored:
             raise BufferFormatError(f"{what} fails its checksum (the file was altered or damaged)")
 
 

@@ -63,8 +63,8 @@ def default_runs_per_population(device: str | None) -> int:
 
 
 def batches_runs(device: torch.device) -> bool:
-    """Whether a population on `device` steps its runs as one batched computation (a GPU), or
-    each run alone on its own thread (CPU)."""
+    """Whether a population on `device` steps its runs as one batched computation, actions
+    included (a GPU), or each run alone on its own thread (CPU)."""
     return device.type != "cpu"
 
 
@@ -250,8 +250,11 @@ def _step_all(
     # state. Each worker's torch ops use the process's torch threads, so the workers get the
     # cores those leave (more would thrash: 2.8x slower measured with 2 x 2 threads on 2 cores).
     # A round's TOM training and its model fits run together, as stacked networks, and on a GPU
-    # the runs' actions at each env step come from one actor call.
-    acts_together = acts_in_one_call(device)
+    # the runs' actions at each env step come from one actor call. A batched population forced
+    # onto CPU (the tests) acts run by run: elementwise kernels round a longer tensor's
+    # vectorised body differently from a short one's tail, and each run must stay bit for bit
+    # the run alone there.
+    acts_together = batches_runs(device)
     with ThreadPoolExecutor(workers) if workers > 1 else nullcontext() as pool:
 
         def each(work: Callable[[Any], Any], items: list[Any]) -> list[Any]:
@@ -299,14 +302,6 @@ def _step_all(
             for r, (run, state) in enumerate(active):
                 run.after_updates(state, None if stats is None else stats[r], seconds)
     return failures
-
-
-def acts_in_one_call(device: torch.device) -> bool:
-    """Whether a batched population's runs take their env-step actions from one actor call: on a
-    GPU (one launch and one copy back, not one per run). On CPU each run acts alone, so that its
-    actions are bit for bit those of the run alone (elementwise kernels round a longer tensor's
-    vectorised body differently from a short one's tail)."""
-    return device.type != "cpu"
 
 
 def population_actions(sac: SAC, items: list[Active]) -> list[np.ndarray | None]:

@@ -1241,7 +1241,8 @@ def plan_lines(plan: Plan) -> list[str]:
             f"{t} threads do " + ", ".join(f"{x:.2f} runs' {kind}" for kind, x in kinds.items())
             for t, kinds in sweep.thread_speedup.items()
         )
-        how = "one batched SAC update" if sweep.population_updates else "each run on a thread"
+        batched = batches_runs(torch.device(sweep.device))
+        how = "one batched SAC update" if batched else "each run on a thread"
         lines.append(
             f"MBPO sweeps: populations of up to {sweep.population} runs ({how}), "
             f"{plan.parallel_runs} at a time, {sweep.threads} torch thread(s) each; "
